@@ -1,0 +1,42 @@
+"""Exceptions raised by slm-mux.
+
+The hierarchy::
+
+    SlmMuxError                 anything slm-mux raises on purpose
+    ├── InputError              bad user input: a file, a flag, a config key
+    │   └── FormatError         a malformed data file (carries file and line)
+    ├── StoreError              the sample store is missing data asked for
+    └── BackendError            a model server or in-process model failed
+
+Every message is one line that names the culprit (file:line, model, key or
+question), so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SlmMuxError(Exception):
+    """Base class of every error slm-mux raises on purpose."""
+
+
+class InputError(SlmMuxError):
+    """Bad user input: an unknown model, a bad flag value, a config key."""
+
+
+class FormatError(InputError):
+    """A malformed data file; the message starts with ``file:line:``."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class StoreError(SlmMuxError):
+    """The sample store lacks what was asked for (empty, missing split, too few samples)."""
+
+
+class BackendError(SlmMuxError):
+    """A model backend failed in a way retries cannot fix."""

@@ -1,0 +1,78 @@
+"""What a task is: a prompt builder, an answer extractor and a grader.
+
+The grader also decides which answers are the *same vote*: :meth:`Task.cluster`
+groups answers that are equivalent under it (``\\frac{1}{2}``, ``1/2`` and
+``0.5`` for math), and the selection rule counts votes per group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Question:
+    """One benchmark item: its id, the text shown to the model, the reference answer.
+
+    ``choices`` holds the options of a multiple-choice item, in shown order.
+    """
+
+    id: str
+    text: str
+    reference: str
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Task(ABC):
+    """A task: builds prompts, extracts answers from responses, grades and clusters them."""
+
+    name: str
+
+    @abstractmethod
+    def messages(self, question: Question) -> list[Message]:
+        """Chat messages that ask a model ``question``."""
+
+    @abstractmethod
+    def extract(self, text: str) -> str | None:
+        """The answer in a model's response, or ``None`` when there is none."""
+
+    @abstractmethod
+    def canonical(self, answer: str) -> str:
+        """A cheap normal form: answers with equal normal forms are equivalent."""
+
+    def grade(self, answer: str | None, reference: str) -> bool:
+        """Whether ``answer`` is correct against ``reference``."""
+        if answer is None or not answer.strip():
+            return False
+        return self.canonical(answer) == self.canonical(reference)
+
+    def equivalent(self, first: str, second: str) -> bool:
+        """Whether two answers are the same vote (beyond equal normal forms)."""
+        return self.canonical(first) == self.canonical(second)
+
+    def cluster(self, answers: Sequence[str]) -> list[int]:
+        """Equivalence-class id per answer, numbered by first appearance.
+
+        Answers with equal normal forms share a class; the remaining class
+        representatives are merged pairwise with :meth:`equivalent`.
+        """
+        by_form: dict[str, int] = {}
+        representatives: list[str] = []
+        classes: list[int] = []
+        for answer in answers:
+            form = self.canonical(answer)
+            if form not in by_form:
+                match = next(
+                    (i for i, rep in enumerate(representatives) if self.equivalent(rep, answer)),
+                    None,
+                )
+                if match is None:
+                    match = len(representatives)
+                    representatives.append(answer)
+                by_form[form] = match
+            classes.append(by_form[form])
+        return classes
