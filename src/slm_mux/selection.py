@@ -91,30 +91,35 @@ class Selection:
     counts: IntArray
 
 
-def select(codes: ArrayLike, *, k: int | None = None, rank: ArrayLike | None = None) -> Selection:
+def select(
+    codes: ArrayLike, *, k: int | ArrayLike | None = None, rank: ArrayLike | None = None
+) -> Selection:
     """Apply SLM-MUX to ``codes`` of shape ``[models, ..., samples]``.
 
-    ``k`` is the number of samples asked for per model (default: the last axis
-    length); ``rank`` is the tie-break rank per model from
-    :func:`tie_break_rank` (default: the given order).
+    ``k`` is the number of samples asked for, one number or one per model
+    (default: the last axis length); ``rank`` is the tie-break rank per model
+    from :func:`tie_break_rank` (default: the given order).
     """
     arr = np.asarray(codes, dtype=np.int64)
     n_models = arr.shape[0]
-    asked = arr.shape[-1] if k is None else k
-    if asked <= 0:
+    votes, counts = majority(arr)
+    column = (n_models,) + (1,) * (counts.ndim - 1)
+    asked = np.broadcast_to(np.asarray(arr.shape[-1] if k is None else k), (n_models,))
+    if (asked <= 0).any():
         raise ValueError("k must be positive")
     ranks = np.arange(n_models) if rank is None else np.asarray(rank, dtype=np.int64)
-    votes, counts = majority(arr)
-    preference = (n_models - 1 - ranks).reshape((n_models,) + (1,) * (counts.ndim - 1))
-    key = counts * n_models + preference
-    winner = key.argmax(axis=0)
-    best = np.take_along_axis(counts, winner[None], axis=0)[0]
+    # Equal fractions divide to the same float, so confidence ties are exact.
+    confidence = counts / asked.reshape(column)
+    best = confidence.max(axis=0)
+    preference = np.where(confidence == best, (n_models - 1 - ranks).reshape(column), -1)
+    winner = preference.argmax(axis=0)
+    count = np.take_along_axis(counts, winner[None], axis=0)[0]
     code = np.take_along_axis(votes, winner[None], axis=0)[0]
-    has_vote = best > 0
+    has_vote = count > 0
     return Selection(
         model=np.where(has_vote, winner, -1),
         code=np.where(has_vote, code, NO_VOTE),
-        confidence=best / asked,
+        confidence=np.where(has_vote, best, 0.0),
         votes=votes,
         counts=counts,
     )
@@ -143,7 +148,7 @@ def encode(
     # Renumber classes by first appearance so codes stay compact.
     renumber: dict[int, int] = {}
     representative: list[str] = []
-    for answer, cls in zip(distinct, classes):
+    for answer, cls in zip(distinct, classes, strict=True):
         if cls not in renumber:
             renumber[cls] = len(representative)
             representative.append(answer)
@@ -174,18 +179,22 @@ def decide(
     answers: Mapping[str, Sequence[str | None]],
     classify: Classifier,
     *,
-    k: int | None = None,
+    k: int | Mapping[str, int] | None = None,
     validation_accuracy: Mapping[str, float] | None = None,
 ) -> Decision:
     """SLM-MUX over named models' sampled answers for one question.
 
-    ``k`` defaults to the longest answer list. Ties in confidence go to the
+    ``k`` is the number of samples asked for, one number or one per model; it
+    defaults to the longest answer list. Ties in confidence go to the
     model with the higher ``validation_accuracy``, then to mapping order.
     """
     names = list(answers)
     rows = [list(answers[name]) for name in names]
     codes, representative = encode(rows, classify)
-    asked = k if k is not None else max(codes.shape[1], 1)
+    if isinstance(k, Mapping):
+        asked: int | list[int] = [k[name] for name in names]
+    else:
+        asked = k if k is not None else max(codes.shape[1], 1)
     accuracy = validation_accuracy or {}
     ranks = tie_break_rank([accuracy.get(name) for name in names])
     if codes.shape[1] == 0:
@@ -204,5 +213,7 @@ def decide(
         return Decision(answer=None, model=None, confidence=0.0, votes=votes)
     code = int(chosen.code)
     # Report the winning model's own first answer string in the winning class.
-    own = next(a for a, c in zip(rows[winner], codes[winner]) if c == code)
-    return Decision(answer=own, model=names[winner], confidence=float(chosen.confidence), votes=votes)
+    own = next(a for a, c in zip(rows[winner], codes[winner], strict=False) if c == code)
+    return Decision(
+        answer=own, model=names[winner], confidence=float(chosen.confidence), votes=votes
+    )

@@ -1,0 +1,220 @@
+"""The evaluation report: one Markdown file and one self-contained HTML file.
+
+The HTML file inlines its CSS and embeds the plots as base64 data URIs, so it
+loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from slm_mux.analysis.evaluate import Evaluation
+from slm_mux.analysis.scaling import Scaling
+from slm_mux.analysis.search import SearchResult
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
+th { background: #f3f3f3; }
+tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; display: block; margin: 0.5rem 0 1.5rem; }
+p.note { color: #555; }
+"""
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A heading, an optional note, table and images, rendered to both formats."""
+
+    heading: str
+    note: str = ""
+    headers: tuple[str, ...] = ()
+    rows: Sequence[tuple[str, ...]] = ()
+    images: tuple[Path, ...] = ()
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    evaluation: Evaluation,
+    search: SearchResult | None = None,
+    scaling: Scaling | None = None,
+    plots: Sequence[Path] = (),
+    title: str = "SLM-MUX report",
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = _sections(evaluation, search, scaling, plots)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(_markdown(title, sections, out_dir), encoding="utf-8")
+    html_path.write_text(_html(title, sections), encoding="utf-8")
+    return md_path, html_path
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _sections(
+    evaluation: Evaluation,
+    search: SearchResult | None,
+    scaling: Scaling | None,
+    plots: Sequence[Path],
+) -> list[_Section]:
+    sections = [
+        _Section(
+            "Accuracy on the test split",
+            f"{evaluation.questions} questions, k={evaluation.k} samples per model, "
+            f"{evaluation.trials} trials (seed {evaluation.seed}); std is across trials (ddof=0).",
+            ("method", "accuracy", "std"),
+            [
+                (name, _percent(score.accuracy), _percent(score.std))
+                for name, score in evaluation.methods.items()
+            ],
+        ),
+        _Section(
+            "Where SLM-MUX's answers came from",
+            "Share of questions whose final answer was each model's, averaged over trials.",
+            ("model", "share"),
+            [(name, _percent(share)) for name, share in evaluation.model_share.items()]
+            + [("(no answer)", _percent(evaluation.no_answer_share))],
+        ),
+    ]
+    if search is not None:
+        sections.append(
+            _Section(
+                "Model selection (validation split)",
+                f"Best subset per size by union accuracy - lambda x contradiction, "
+                f"k={search.k}, lambda={search.lam:g}, "
+                f"{'exact search' if search.exact else 'beam search (approximate)'}.",
+                ("size", "models", "objective", "union", "contradiction", "test accuracy"),
+                [
+                    (
+                        str(size),
+                        ", ".join(score.models),
+                        f"{score.objective:.4f}",
+                        _percent(score.union_accuracy),
+                        _percent(score.contradiction),
+                        "-" if score.test_accuracy is None else _percent(score.test_accuracy),
+                    )
+                    for size, score in sorted(search.best.items())
+                ],
+            )
+        )
+    if scaling is not None:
+        sections += [
+            _Section(
+                "Scaling with samples per model (test split)",
+                "Best single SC: the model with the highest self-consistency test accuracy "
+                "at that k.",
+                ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
+                [
+                    (
+                        str(p.k),
+                        _percent(p.slm_mux),
+                        _percent(p.agent_forest),
+                        _percent(p.best_single_sc),
+                        p.best_single_model,
+                    )
+                    for p in scaling.by_samples
+                ],
+            ),
+            _Section(
+                "Scaling with number of models (test split)",
+                f"Subsets searched on validation at k={scaling.k}, lambda={scaling.lam:g}.",
+                ("models", "subset", "SLM-MUX", "union accuracy"),
+                [
+                    (
+                        str(p.size),
+                        ", ".join(p.models),
+                        _percent(p.slm_mux),
+                        _percent(p.union_accuracy),
+                    )
+                    for p in scaling.by_models
+                ],
+            ),
+        ]
+    if plots:
+        sections.append(_Section("Plots", images=tuple(plots)))
+    sections.append(
+        _Section(
+            "SLM-MUX per question (first trial)",
+            "The winning model, its answer and confidence (majority count / k).",
+            ("question", "model", "answer", "confidence", "correct"),
+            [
+                (
+                    o.question_id,
+                    o.model or "-",
+                    "-" if o.answer is None else o.answer,
+                    f"{o.confidence:.2f}",
+                    "yes" if o.correct else "no",
+                )
+                for o in evaluation.first_trial
+            ],
+        )
+    )
+    return sections
+
+
+def _md_cell(text: str) -> str:
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
+
+
+def _markdown(title: str, sections: list[_Section], out_dir: Path) -> str:
+    lines = [f"# {_md_cell(title)}", ""]
+    for section in sections:
+        lines += [f"## {section.heading}", ""]
+        if section.note:
+            lines += [section.note, ""]
+        if section.headers:
+            lines += [
+                "| " + " | ".join(section.headers) + " |",
+                "|" + "---|" * len(section.headers),
+                *("| " + " | ".join(map(_md_cell, row)) + " |" for row in section.rows),
+                "",
+            ]
+        for image in section.images:
+            lines += [f"![{image.stem}]({Path(os.path.relpath(image, out_dir)).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _html_table(section: _Section) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in section.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>\n"
+        for row in section.rows
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def _html_image(plot: Path) -> str:
+    data = base64.b64encode(plot.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(plot.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _html(title: str, sections: list[_Section]) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        '<head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+        if section.note:
+            parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+        if section.headers:
+            parts.append(_html_table(section))
+        parts += [_html_image(image) for image in section.images]
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)

@@ -1,0 +1,217 @@
+"""The ``slm-mux`` command: thin sub-commands over the library.
+
+Every expected failure (bad file, unknown model, empty store, ...) ends in one
+``slm-mux: error: ...`` line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from slm_mux.errors import InputError, SlmMuxError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _models(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise InputError("--models needs at least one model name")
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    json.dump(payload, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _warn(message: str) -> None:
+    print(f"slm-mux: warning: {message}", file=sys.stderr)
+
+
+# --- recorded samples -------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from slm_mux.formats import import_file
+    from slm_mux.store import Store
+
+    with Store(args.store) as store:
+        for path in args.files:
+            read, new = import_file(store, path, split=args.split, task=args.task, model=args.model)
+            print(f"{path}: {read} samples read, {new} new", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from slm_mux.formats import write_jsonl
+    from slm_mux.store import Store
+
+    with Store(args.store, create=False) as store:
+        samples = store.samples(split=args.split, models=_models(args.models), task=args.task)
+    write_jsonl(samples, sys.stdout)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from slm_mux.study import Study
+
+    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    evaluation = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
+    if args.json:
+        _print_json(evaluation.to_json())
+    else:
+        print(evaluation.to_markdown())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from slm_mux.study import Study
+
+    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    result = study.search(
+        k=args.k, max_models=args.max_models, lam=args.lam, trials=args.trials, seed=args.seed
+    )
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(result.to_markdown())
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from slm_mux.analysis import write_plots
+    from slm_mux.study import Study
+
+    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    scaling = study.scale(
+        max_models=args.max_models, lam=args.lam, trials=args.trials, seed=args.seed
+    )
+    paths = write_plots(scaling, Path(args.out))
+    print(scaling.to_markdown())
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from slm_mux.study import Study
+
+    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    paths = study.report(
+        Path(args.out),
+        k=args.k,
+        max_models=args.max_models,
+        lam=args.lam,
+        trials=args.trials,
+        seed=args.seed,
+    )
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------
+
+
+def _study_flags(parser: argparse.ArgumentParser, *, k: bool = True) -> None:
+    parser.add_argument("--store", required=True, help="SQLite sample store")
+    parser.add_argument("--models", help="comma-separated model names (default: all in the store)")
+    parser.add_argument("--task", help="task of the samples (needed when the store holds several)")
+    if k:
+        parser.add_argument("--k", type=_positive, help="samples per model (default: all recorded)")
+    parser.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+
+
+def _search_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-models", type=_positive, default=4, help="largest subset size (default 4)"
+    )
+    parser.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=1.0,
+        help="weight of the contradiction penalty (default 1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="slm-mux",
+        description="Orchestrate small language models with SLM-MUX (arXiv 2510.05077).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = add("import", cmd_import, "import recorded samples (JSONL or the authors' layout)")
+    sub.add_argument("files", nargs="+", help="files to import")
+    sub.add_argument("--store", required=True, help="SQLite sample store (created if missing)")
+    sub.add_argument("--split", choices=["validation", "test"], help="split (authors' layout)")
+    sub.add_argument("--task", default="exact", help="grader for samples without a task")
+    sub.add_argument("--model", help="model name (authors' layout; default: from the file)")
+
+    sub = add("export", cmd_export, "write stored samples as JSON Lines to stdout")
+    sub.add_argument("--store", required=True, help="SQLite sample store")
+    sub.add_argument("--split", choices=["validation", "test"], help="only this split")
+    sub.add_argument("--models", help="comma-separated model names")
+    sub.add_argument("--task", help="only this task")
+
+    sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
+    _study_flags(sub)
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = add("search", cmd_search, "search the best model subset per size on validation")
+    _study_flags(sub)
+    _search_flags(sub)
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = add("scale", cmd_scale, "sweep samples per model and number of models; plot")
+    _study_flags(sub, k=False)
+    _search_flags(sub)
+    sub.add_argument("--out", default="slm-mux-report", help="output folder")
+
+    sub = add("report", cmd_report, "write a Markdown and HTML report with plots")
+    _study_flags(sub)
+    _search_flags(sub)
+    sub.add_argument("--out", default="slm-mux-report", help="output folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except SlmMuxError as error:
+        print(f"slm-mux: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("slm-mux: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

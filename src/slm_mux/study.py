@@ -1,0 +1,174 @@
+"""A study: the recorded samples of one store and task, ready for evaluation.
+
+It loads the store once, checks what the analysis needs (a test split, a
+validation split for search and tie-breaks, known models), and runs the
+analysis functions with validation accuracy taken from the validation split
+only — never from test answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from slm_mux.analysis import (
+    Evaluation,
+    SampleArrays,
+    Scaling,
+    SearchResult,
+    evaluate,
+    scale,
+    search,
+    validation_accuracy,
+    with_test_accuracy,
+    write_plots,
+    write_report,
+)
+from slm_mux.errors import InputError, StoreError
+from slm_mux.store import Store
+
+Warn = Callable[[str], None]
+
+
+def _ignore(message: str) -> None:
+    """Drop a warning."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """Test (and, when stored, validation) arrays of one task's samples."""
+
+    store: Path
+    task: str
+    test: SampleArrays
+    validation: SampleArrays | None
+    warn: Warn
+
+    @classmethod
+    def open(
+        cls,
+        store: str | Path,
+        *,
+        models: Sequence[str] | None = None,
+        task: str | None = None,
+        warn: Warn = _ignore,
+    ) -> Study:
+        """Load the samples of ``task`` (the store's only task by default) for ``models``."""
+        with Store(store, create=False) as db:
+            tasks = db.tasks()
+            if not tasks:
+                raise StoreError(f"{store}: the store is empty; import or collect samples first")
+            if task is None:
+                if len(tasks) > 1:
+                    raise InputError(
+                        f"{store} holds several tasks ({', '.join(tasks)}); choose one with --task"
+                    )
+                task = tasks[0]
+            elif task not in tasks:
+                raise InputError(
+                    f"{store} has no samples of task {task!r} (has: {', '.join(tasks)})"
+                )
+            samples = db.samples(task=task)
+        splits = {s.split for s in samples}
+        if "test" not in splits:
+            raise StoreError(f"{store}: no samples in split 'test' for task {task!r}")
+        test = SampleArrays.from_samples(samples, models=models, split="test")
+        validation = None
+        if "validation" in splits:
+            validation = SampleArrays.from_samples(samples, models=test.models, split="validation")
+        else:
+            warn(
+                f"{store}: no validation split for task {task!r}; "
+                "confidence ties go to the given model order"
+            )
+        for arrays in (test, validation):
+            if arrays is not None and arrays.dropped_questions:
+                warn(
+                    f"{arrays.dropped_questions} {arrays.split} questions left out: "
+                    "not every model has samples of them"
+                )
+        return cls(Path(store), task, test, validation, warn)
+
+    @property
+    def validation_accuracy(self) -> dict[str, float] | None:
+        """Mean per-sample accuracy per model on the validation split, if there is one."""
+        return None if self.validation is None else validation_accuracy(self.validation)
+
+    def _need_validation(self, what: str) -> SampleArrays:
+        if self.validation is None:
+            raise StoreError(f"{self.store}: {what} needs a validation split; import one first")
+        return self.validation
+
+    def _default_k(self, k: int | None) -> int:
+        return int(self.test.recorded.min()) if k is None else k
+
+    def evaluate(self, *, k: int | None, trials: int, seed: int) -> Evaluation:
+        """SLM-MUX and the baselines on test (``k`` defaults to all recorded samples)."""
+        return evaluate(
+            self.test,
+            k=self._default_k(k),
+            trials=trials,
+            seed=seed,
+            validation_accuracy=self.validation_accuracy,
+        )
+
+    def search(
+        self, *, k: int | None, max_models: int, lam: float, trials: int, seed: int
+    ) -> SearchResult:
+        """The best subset per size on validation, each then evaluated on test."""
+        validation = self._need_validation("search")
+        chosen_k = min(self._default_k(k), int(validation.recorded.min())) if k is None else k
+        found = search(validation, k=chosen_k, max_models=max_models, lam=lam)
+        return with_test_accuracy(
+            found,
+            self.test,
+            k=chosen_k,
+            trials=trials,
+            seed=seed,
+            validation_accuracy=self.validation_accuracy,
+        )
+
+    def scale(
+        self, *, max_models: int, lam: float, trials: int, seed: int, k: int | None = None
+    ) -> Scaling:
+        """Accuracy against samples per model and against number of models."""
+        return scale(
+            self._need_validation("scale"),
+            self.test,
+            trials=trials,
+            seed=seed,
+            lam=lam,
+            max_models=max_models,
+            k=k,
+        )
+
+    def report(
+        self,
+        out_dir: Path,
+        *,
+        k: int | None,
+        max_models: int,
+        lam: float,
+        trials: int,
+        seed: int,
+    ) -> list[Path]:
+        """Evaluation, search, scaling and plots as ``report.md`` and ``report.html``."""
+        evaluation = self.evaluate(k=k, trials=trials, seed=seed)
+        found = scaling = None
+        plots: list[Path] = []
+        if self.validation is not None:
+            found = self.search(k=k, max_models=max_models, lam=lam, trials=trials, seed=seed)
+            scaling = self.scale(max_models=max_models, lam=lam, trials=trials, seed=seed, k=k)
+            plots = write_plots(scaling, out_dir)
+        else:
+            self.warn("no validation split: the report has no search and no scaling sweep")
+        md_path, html_path = write_report(
+            out_dir,
+            evaluation=evaluation,
+            search=found,
+            scaling=scaling,
+            plots=plots,
+            title=f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
+        )
+        return [*plots, md_path, html_path]
