@@ -1,0 +1,442 @@
+"""Reading and writing samples: the JSON Lines interchange format and the authors' layout.
+
+JSON Lines, one sample per line::
+
+    {"model": "m", "question_id": "q1", "sample": 0, "answer": "42" | null,
+     "reference": "42", "split": "validation" | "test"}
+
+plus, optionally, every other :class:`~slm_mux.sample.Sample` field (``task``,
+``text``, ``prompt_tokens``, ``completion_tokens``, ``latency_s``,
+``finish_reason``, ``settings_hash``, ``created_at``, ``correct``). An unknown
+key is an error. ``correct``, when absent or null, is graded by the task.
+
+The authors' layout (the SLM-MUX reference repository) is one JSON file per
+model::
+
+    {"model": "m", "responses": [
+        {"problem" | "question": "...",
+         "reference_answer" | "correct_answer" | "answer": "...",
+         "id" | "question_id" | "unique_id": "..."  (optional),
+         "samples": [{"extracted_answer": "..." | null,
+                      "response" | "text" | "raw_response": "..." (optional)}, ...]},
+        ...]}
+
+Readers validate the whole file before returning, so a caller that reads and
+then stores writes nothing from a bad file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, TextIO
+
+from slm_mux.errors import FormatError, InputError
+from slm_mux.sample import SPLITS, Sample
+from slm_mux.store import Store
+from slm_mux.tasks import Task, get_task
+
+Format = Literal["jsonl", "authors"]
+PathLike = str | os.PathLike[str]
+
+_Check = Callable[[Any], bool]
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_split(value: Any) -> bool:
+    return isinstance(value, str) and value in SPLITS
+
+
+def _or_null(check: _Check) -> _Check:
+    return lambda value: value is None or check(value)
+
+
+_REQUIRED: dict[str, tuple[_Check, str]] = {
+    "model": (_is_name, "a non-empty string"),
+    "question_id": (_is_name, "a non-empty string"),
+    "split": (_is_split, " or ".join(repr(split) for split in SPLITS)),
+    "sample": (_is_count, "a non-negative integer"),
+    "answer": (_or_null(_is_string), "a string or null"),
+    "reference": (_is_string, "a string"),
+}
+_OPTIONAL: dict[str, tuple[_Check, str]] = {
+    "task": (_is_name, "a task name"),
+    "correct": (_or_null(_is_bool), "true, false or null"),
+    "text": (_or_null(_is_string), "a string or null"),
+    "prompt_tokens": (_or_null(_is_count), "a non-negative integer or null"),
+    "completion_tokens": (_or_null(_is_count), "a non-negative integer or null"),
+    "latency_s": (_or_null(_is_seconds), "a non-negative number or null"),
+    "finish_reason": (_or_null(_is_string), "a string or null"),
+    "settings_hash": (_or_null(_is_string), "a string or null"),
+    "created_at": (_or_null(_is_string), "a string or null"),
+}
+_FIELDS = {**_REQUIRED, **_OPTIONAL}
+_ALWAYS_WRITTEN = frozenset(_REQUIRED) | {"task"}
+_SAMPLE_FIELDS = tuple(field.name for field in fields(Sample))
+
+_QUESTION_KEYS = ("problem", "question")
+_REFERENCE_KEYS = ("reference_answer", "correct_answer", "answer")
+_ID_KEYS = ("id", "question_id", "unique_id")
+_MODEL_KEYS = ("model", "model_name")
+_RESPONSE_KEYS = ("response", "text", "raw_response")
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as a short one-line string, for error messages."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _open(path: PathLike) -> BinaryIO:
+    """``path`` opened for reading bytes; a missing or unreadable file is an :class:`InputError`."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+
+
+class _Grading:
+    """Tasks by name, and their verdicts memoized per (task, answer, reference)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._verdicts: dict[tuple[str, str | None, str], bool] = {}
+
+    def task(self, name: str) -> Task:
+        """The task called ``name``; an unknown name raises :class:`InputError`."""
+        if name not in self._tasks:
+            self._tasks[name] = get_task(name)
+        return self._tasks[name]
+
+    def grade(self, task: str, answer: str | None, reference: str) -> bool:
+        """Whether ``answer`` is correct against ``reference`` under ``task``."""
+        key = (task, answer, reference)
+        if key not in self._verdicts:
+            self._verdicts[key] = self.task(task).grade(answer, reference)
+        return self._verdicts[key]
+
+
+def question_hash(text: str) -> str:
+    """A stable id for a question without one: sha1 of its stripped text, 12 hex digits."""
+    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:12]
+
+
+# JSON Lines
+
+
+def _jsonl_sample(
+    line: str, path: str, lineno: int, default_task: str, grading: _Grading
+) -> Sample:
+    """The sample on one line of a JSONL file; raises :class:`FormatError` if malformed."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise FormatError(
+            path, lineno, f"invalid JSON ({error.msg}, column {error.colno})"
+        ) from None
+    if not isinstance(record, dict):
+        raise FormatError(path, lineno, f"expected a JSON object, got {_shown(record)}")
+    unknown = [key for key in record if key not in _FIELDS]
+    if unknown:
+        raise FormatError(path, lineno, f"unknown key {unknown[0]!r}")
+    missing = [key for key in _REQUIRED if key not in record]
+    if missing:
+        raise FormatError(path, lineno, f"missing key {missing[0]!r}")
+    for key, value in record.items():
+        check, expected = _FIELDS[key]
+        if not check(value):
+            raise FormatError(path, lineno, f"{key!r} must be {expected}, got {_shown(value)}")
+    record.setdefault("task", default_task)
+    try:
+        grading.task(record["task"])
+    except InputError:
+        raise FormatError(path, lineno, f"unknown task {record['task']!r}") from None
+    if record.get("correct") is None:
+        record["correct"] = grading.grade(record["task"], record["answer"], record["reference"])
+    if record.get("latency_s") is not None:
+        record["latency_s"] = float(record["latency_s"])
+    return Sample(**record)
+
+
+def read_jsonl(path: PathLike, *, default_task: str = "exact") -> list[Sample]:
+    """Every sample in a JSON Lines file, validated as a whole.
+
+    Blank lines are skipped; a line that repeats an earlier sample's key with
+    the same answer is dropped, with a different answer it is an error. Any
+    malformed line raises :class:`FormatError` (``file:line: reason``).
+    """
+    name = str(path)
+    grading = _Grading()
+    grading.task(default_task)
+    first_seen: dict[tuple[str, str, str, str, int], tuple[int, str | None]] = {}
+    samples: list[Sample] = []
+    with _open(path) as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormatError(name, lineno, "not UTF-8 text") from None
+            if not line.strip():
+                continue
+            sample = _jsonl_sample(line, name, lineno, default_task, grading)
+            key = (sample.model, sample.task, sample.question_id, sample.split, sample.sample)
+            if key not in first_seen:
+                first_seen[key] = (lineno, sample.answer)
+                samples.append(sample)
+            elif first_seen[key][1] != sample.answer:
+                raise FormatError(
+                    name,
+                    lineno,
+                    f"sample {sample.sample} of {sample.model!r} on question "
+                    f"{sample.question_id!r} ({sample.split}) repeats line {first_seen[key][0]} "
+                    "with a different answer",
+                )
+    return samples
+
+
+def write_jsonl(samples: Iterable[Sample], stream: TextIO) -> int:
+    """Write ``samples`` as JSON Lines to ``stream``; returns how many were written.
+
+    Optional fields that are ``None`` are left out, so reading the output back
+    gives the same samples (for samples that have ``correct`` set).
+    """
+    written = 0
+    for sample in samples:
+        record = {
+            name: value
+            for name in _SAMPLE_FIELDS
+            if (value := getattr(sample, name)) is not None or name in _ALWAYS_WRITTEN
+        }
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        written += 1
+    return written
+
+
+# The authors' layout
+
+
+def _load_json(path: PathLike) -> Any:
+    with _open(path) as stream:
+        data = stream.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FormatError(str(path), None, "not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise FormatError(str(path), error.lineno, f"invalid JSON ({error.msg})") from None
+
+
+def _scalar(value: Any) -> str | None:
+    """A JSON string or number as text; ``None`` for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _first_key(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    return next((key for key in keys if key in item), None)
+
+
+def _authors_responses(name: str, data: Any) -> tuple[list[Any], str | None]:
+    """The ``responses`` list of an authors' layout document, and its model name if any."""
+    if isinstance(data, list):
+        return data, None
+    if not isinstance(data, dict) or not isinstance(data.get("responses"), list):
+        raise FormatError(name, None, "expected an object with a 'responses' list")
+    model_key = _first_key(data, _MODEL_KEYS)
+    if model_key is None:
+        return data["responses"], None
+    if not _is_name(data[model_key]):
+        raise FormatError(name, None, f"{model_key!r} must be a non-empty string")
+    return data["responses"], data[model_key]
+
+
+def _authors_question(name: str, where: str, item: Any) -> tuple[str, str, str, list[Any]]:
+    """The question id, text, reference and sample entries of one response."""
+    if not isinstance(item, dict):
+        raise FormatError(name, None, f"{where}: expected an object, got {_shown(item)}")
+    question_key = _first_key(item, _QUESTION_KEYS)
+    if question_key is None or not isinstance(item[question_key], str):
+        raise FormatError(name, None, f"{where}: no question text ('problem' or 'question')")
+    question = item[question_key]
+    reference_key = _first_key(item, _REFERENCE_KEYS)
+    reference = None if reference_key is None else _scalar(item[reference_key])
+    if reference is None:
+        raise FormatError(
+            name, None, f"{where}: no reference ('reference_answer', 'correct_answer' or 'answer')"
+        )
+    id_key = _first_key(item, _ID_KEYS)
+    if id_key is None:
+        question_id = question_hash(question)
+    else:
+        raw_id = item[id_key]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+            raise FormatError(
+                name, None, f"{where}: {id_key!r} must be a non-empty string or an integer"
+            )
+        question_id = str(raw_id)
+    entries = item.get("samples")
+    if not isinstance(entries, list):
+        raise FormatError(name, None, f"{where}: 'samples' must be a list")
+    return question_id, question, reference.strip(), entries
+
+
+def _authors_sample(name: str, where: str, entry: Any) -> tuple[str | None, str | None]:
+    """The extracted answer (``None`` when empty) and response text of one sample entry."""
+    if not isinstance(entry, dict) or "extracted_answer" not in entry:
+        raise FormatError(name, None, f"{where}: expected an object with an 'extracted_answer'")
+    extracted = entry["extracted_answer"]
+    answer = "" if extracted is None else _scalar(extracted)
+    if answer is None:
+        raise FormatError(
+            name, None, f"{where}: 'extracted_answer' must be a string, number or null"
+        )
+    response_key = _first_key(entry, _RESPONSE_KEYS)
+    text = None if response_key is None else entry[response_key]
+    if text is not None and not isinstance(text, str):
+        raise FormatError(name, None, f"{where}: {response_key!r} must be a string or null")
+    return answer.strip() or None, text
+
+
+def _read_authors(
+    path: PathLike, model: str | None, split: str, task: str
+) -> tuple[list[Sample], list[tuple[str, str, str]]]:
+    """Samples and (question_id, text, reference) triples from an authors' layout file."""
+    name = str(path)
+    checked_split = next((known for known in SPLITS if known == split), None)
+    if checked_split is None:
+        raise InputError(f"{name}: split {split!r} is not one of {', '.join(SPLITS)}")
+    grading = _Grading()
+    grading.task(task)
+    responses, file_model = _authors_responses(name, _load_json(path))
+    model_name = model or file_model or Path(path).stem
+    samples: list[Sample] = []
+    questions: list[tuple[str, str, str]] = []
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(responses):
+        where = f"responses[{index}]"
+        question_id, question, reference, entries = _authors_question(name, where, item)
+        if question_id in first_seen:
+            raise FormatError(
+                name,
+                None,
+                f"{where}: question {question_id!r} repeats responses[{first_seen[question_id]}]",
+            )
+        first_seen[question_id] = index
+        for number, entry in enumerate(entries):
+            answer, text = _authors_sample(name, f"{where}.samples[{number}]", entry)
+            samples.append(
+                Sample(
+                    model=model_name,
+                    task=task,
+                    question_id=question_id,
+                    split=checked_split,
+                    sample=number,
+                    answer=answer,
+                    reference=reference,
+                    correct=grading.grade(task, answer, reference),
+                    text=text,
+                )
+            )
+        questions.append((question_id, question, reference))
+    return samples, questions
+
+
+def read_authors(
+    path: PathLike, *, model: str | None = None, split: str, task: str = "exact"
+) -> list[Sample]:
+    """Samples from one model's file in the authors' layout.
+
+    The model is ``model``, else the file's ``model``/``model_name``, else the
+    file stem. A question without an id gets :func:`question_hash` of its text,
+    so the same question in different models' files gets the same id. The
+    sample index is the position in ``samples``; ``correct`` is graded by
+    ``task``. A malformed file raises :class:`FormatError` naming the response.
+    """
+    return _read_authors(path, model, split, task)[0]
+
+
+def detect_format(path: PathLike) -> Format:
+    """The layout of ``path``, judged by content.
+
+    ``"authors"`` for one JSON document that is an object with ``responses`` or
+    a list; ``"jsonl"`` otherwise.
+    """
+    with _open(path) as stream:
+        text = stream.read().decode("utf-8", errors="replace").lstrip()
+    if text.startswith("["):
+        return "authors"
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return "jsonl"
+        if isinstance(data, dict) and "responses" in data:
+            return "authors"
+    return "jsonl"
+
+
+def import_file(
+    store: Store,
+    path: PathLike,
+    *,
+    split: str | None = None,
+    task: str = "exact",
+    model: str | None = None,
+) -> tuple[int, int]:
+    """Read a whole file (either format), then store it; returns (rows read, rows new).
+
+    For the authors' layout ``split`` is required and ``model`` overrides the
+    file's model; question texts are stored too. For JSON Lines, ``task`` is the
+    default task, and ``split``/``model``, when given, must match every line.
+    """
+    if detect_format(path) == "authors":
+        if split is None:
+            raise InputError(f"{path}: the authors' layout has no split; give one")
+        samples, questions = _read_authors(path, model, split, task)
+        new = store.add(samples)
+        store.add_questions(task, split, questions)
+        return len(samples), new
+    samples = read_jsonl(path, default_task=task)
+    for sample in samples:
+        for key, wanted in (("split", split), ("model", model)):
+            if wanted is not None and getattr(sample, key) != wanted:
+                raise InputError(
+                    f"{path}: sample {sample.sample} of {sample.model!r} on question "
+                    f"{sample.question_id!r} has {key} {getattr(sample, key)!r}, "
+                    f"not {wanted!r}"
+                )
+    return len(samples), store.add(samples)
