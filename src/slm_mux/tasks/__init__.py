@@ -1,12 +1,26 @@
-"""Built-in tasks, looked up by name."""
+"""Built-in tasks, looked up by name.
+
+To add a task, write a :class:`Task` subclass with a ``name`` and a
+constructor that needs no arguments, and add it to ``_TASKS``.
+"""
 
 from __future__ import annotations
 
 from slm_mux.errors import InputError
+from slm_mux.tasks.arith import ArithTask
 from slm_mux.tasks.base import Message, Question, Task
 from slm_mux.tasks.exact import ExactTask
+from slm_mux.tasks.gpqa import GpqaTask
+from slm_mux.tasks.gsm8k import Gsm8kTask
+from slm_mux.tasks.math import MathTask
 
-_TASKS: dict[str, type[Task]] = {"exact": ExactTask}
+_TASKS: dict[str, type[Task]] = {
+    "arith": ArithTask,
+    "exact": ExactTask,
+    "gpqa": GpqaTask,
+    "gsm8k": Gsm8kTask,
+    "math": MathTask,
+}
 
 
 def task_names() -> list[str]:

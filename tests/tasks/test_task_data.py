@@ -1,0 +1,288 @@
+"""Question files (each task's layout, JSON or JSONL), custom JSONL sets and the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_mux.errors import FormatError, InputError
+from slm_mux.tasks import Question, get_task, task_names
+from slm_mux.tasks.custom import load_custom
+from slm_mux.tasks.data import load_questions
+from slm_mux.tasks.exact import ExactTask
+from slm_mux.tasks.gpqa import LETTERS, GpqaTask, shuffled_question
+from slm_mux.tasks.gsm8k import Gsm8kTask
+from slm_mux.tasks.math import MathTask
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_json(path: Path, rows: list[Any]) -> Path:
+    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ registry
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("exact", ExactTask), ("math", MathTask), ("gsm8k", Gsm8kTask), ("gpqa", GpqaTask)],
+)
+def test_get_task(name: str, kind: type) -> None:
+    task = get_task(name)
+    assert isinstance(task, kind)
+    assert task.name == name
+    assert name in task_names()
+
+
+def test_unknown_task_names_the_choices() -> None:
+    with pytest.raises(InputError, match=r"unknown task 'nope'; choose from .*math"):
+        get_task("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("work\nAnswer: 42", "42"),
+        ("**Answer:** Paris", "Paris"),
+        ("Final answer: blue whale.", "blue whale."),
+        ("Answer: 1\nAnswer: 2", "2"),
+        ("Answer:\n  Paris\n", "Paris"),
+        ("Answer:", None),
+        ("just a line\nlast line", "last line"),
+        ("", None),
+    ],
+)
+def test_exact_extract(text: str, expected: str | None) -> None:
+    assert ExactTask().extract(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "correct"),
+    [("New  York", "New York", True), (" a\tb ", "a b", True), ("new york", "New York", False)],
+)
+def test_exact_grade(answer: str, reference: str, correct: bool) -> None:
+    assert ExactTask().grade(answer, reference) is correct
+
+
+# ------------------------------------------------------------ load_questions
+
+MATH_ROWS = [
+    {"problem": "1+1?", "answer": "2", "unique_id": "test/a/1.json"},
+    {"problem": "Half?", "solution": r"It is $\boxed{\frac{1}{2}}$."},
+]
+
+
+@pytest.mark.parametrize("write", [write_json, write_jsonl])
+def test_math_layout(tmp_path: Path, write: Any) -> None:
+    path = write(tmp_path / "math.data", MATH_ROWS)
+    assert load_questions("math", path) == [
+        Question("test/a/1.json", "1+1?", "2"),
+        Question("1", "Half?", r"\frac{1}{2}"),
+    ]
+
+
+def test_gsm8k_layout(tmp_path: Path) -> None:
+    rows = [
+        {"question": "How many?", "answer": "2+3=5\n#### 1,005"},
+        {"question": "And now?", "answer": 7, "id": "g7"},
+    ]
+    path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
+    assert load_questions("gsm8k", path) == [
+        Question("0", "How many?", "1005"),
+        Question("g7", "And now?", "7"),
+    ]
+
+
+def test_gpqa_shared_layout(tmp_path: Path) -> None:
+    rows = [{"question": "Which?\n", "choices": ["A x\n", "B y", "C z", "D w"], "answer": "C"}]
+    [question] = load_questions("gpqa", write_json(tmp_path / "gpqa.json", rows))
+    assert question == shuffled_question("0", "Which?", ["x", "y", "z", "w"], 2)
+    assert question.choices[LETTERS.index(question.reference)] == "z"
+
+
+def test_gpqa_original_layout(tmp_path: Path) -> None:
+    row = {
+        "Record ID": "rec1",
+        "Question": "Which?",
+        "Correct Answer": " right ",
+        "Incorrect Answer 1": "w1",
+        "Incorrect Answer 2": "w2",
+        "Incorrect Answer 3": "w3",
+    }
+    [question] = load_questions("gpqa", write_jsonl(tmp_path / "gpqa.jsonl", [row]))
+    assert question.id == "rec1"
+    assert sorted(question.choices) == ["right", "w1", "w2", "w3"]
+    assert question.choices[LETTERS.index(question.reference)] == "right"
+
+
+def test_generic_layout(tmp_path: Path) -> None:
+    rows = [
+        {"question": "Capital?", "reference": "Paris", "id": 3},
+        {"question": "Q", "answer": 1.5},
+    ]
+    assert load_questions("exact", write_jsonl(tmp_path / "q.jsonl", rows)) == [
+        Question("3", "Capital?", "Paris"),
+        Question("1", "Q", "1.5"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("task", "content", "message"),
+    [
+        ("math", '{"problem": "p"}\n', r"math.jsonl:1: missing key 'answer'"),
+        (
+            "math",
+            '{"problem": "p", "answer": "1"}\n\n{"answer": "2"}\n',
+            r":3: missing key 'problem'",
+        ),
+        (
+            "math",
+            '[{"problem": "p", "answer": "1"}, {"answer": "2"}]',
+            r"item 1: missing key 'problem'",
+        ),
+        ("math", '{"problem": "p", "solution": "no box"}\n', r":1: missing key 'answer' and no"),
+        ("math", '{"problem": "", "answer": "1"}\n', r":1: 'problem' must be a non-empty string"),
+        ("math", '{"problem": "p", "answer": true}\n', r":1: 'answer' must be a non-empty string"),
+        ("gsm8k", '{"question": "q", "answer": "so five"}\n', r":1: 'answer' has no final '####"),
+        (
+            "gpqa",
+            '{"question": "q", "choices": ["a", "b"], "answer": "C"}\n',
+            r":1: 'answer' must be",
+        ),
+        (
+            "gpqa",
+            '{"question": "q", "choices": ["a"], "answer": "A"}\n',
+            r":1: 'choices' must hold",
+        ),
+        (
+            "gpqa",
+            '{"question": "q", "choices": "ab", "answer": "A"}\n',
+            r":1: 'choices' must be a list",
+        ),
+        (
+            "gpqa",
+            '{"Question": "q", "Correct Answer": "a"}\n',
+            r":1: missing key 'Incorrect Answer 1'",
+        ),
+        ("exact", '{"question": "q", "reference": "r", "id": "x"}\n' * 2, r":2: duplicate id 'x'"),
+        ("exact", '{"question": "q"\n', r":1: invalid JSON"),
+        ("exact", '["q"]', r"item 0: expected a JSON object"),
+        ("exact", "\n\n", r"math.jsonl: no questions"),
+    ],
+)
+def test_layout_errors_name_file_line_and_key(
+    tmp_path: Path, task: str, content: str, message: str
+) -> None:
+    path = tmp_path / "math.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(FormatError, match=message) as raised:
+        load_questions(task, path)
+    assert str(raised.value).startswith(str(path))
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_file_and_unknown_task(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.json: cannot read"):
+        load_questions("math", tmp_path / "missing.json")
+    with pytest.raises(InputError, match="unknown task"):
+        load_questions("nope", write_jsonl(tmp_path / "q.jsonl", [{"question": "q", "answer": 1}]))
+
+
+# --------------------------------------------------------------- load_custom
+
+
+def test_custom_defaults_to_exact_with_line_number_ids(tmp_path: Path) -> None:
+    path = tmp_path / "custom.jsonl"
+    path.write_text('{"question": "Q1", "reference": "a"}\n\n{"question": "Q2", "reference": 2}\n')
+    data = load_custom(path)
+    assert isinstance(data.task, ExactTask)
+    assert data.questions == [Question("1", "Q1", "a"), Question("3", "Q2", "2")]
+
+
+@pytest.mark.parametrize(
+    ("row", "kind", "reference"),
+    [
+        ({"question": "Half?", "reference": r"\frac12", "type": "math"}, MathTask, r"\frac12"),
+        ({"question": "N?", "reference": "$1,000", "type": "gsm8k"}, Gsm8kTask, "1000"),
+        (
+            {"question": "C?", "reference": "b", "type": "gpqa", "choices": ["x", "y"]},
+            GpqaTask,
+            "B",
+        ),
+        (
+            {"question": "C?", "reference": "y", "type": "gpqa", "choices": ["x", "y"]},
+            GpqaTask,
+            "B",
+        ),
+    ],
+)
+def test_custom_types(tmp_path: Path, row: dict[str, Any], kind: type, reference: str) -> None:
+    data = load_custom(write_jsonl(tmp_path / "custom.jsonl", [{"id": "q", **row}]))
+    assert isinstance(data.task, kind)
+    [question] = data.questions
+    assert question.reference == reference
+    assert question.choices == tuple(row.get("choices", ()))
+    assert data.task.grade(reference, question.reference)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"reference": "a"}], r":1: missing key 'question'"),
+        ([{"question": "q"}], r":1: missing key 'reference'"),
+        ([{"question": "q", "reference": "a", "answer": "a"}], r":1: unknown key 'answer'"),
+        ([{"question": "q", "reference": "a", "type": "maths"}], r":1: unknown type 'maths'"),
+        (
+            [
+                {"question": "q", "reference": "1"},
+                {"question": "q", "reference": "1", "type": "math"},
+            ],
+            r":2: type 'math' differs from 'exact'",
+        ),
+        (
+            [{"question": "q", "reference": "x", "type": "gsm8k"}],
+            r":1: 'reference' 'x' is not a number",
+        ),
+        ([{"question": "q", "reference": "A", "type": "gpqa"}], r":1: type 'gpqa' needs 'choices'"),
+        (
+            [{"question": "q", "reference": "A", "choices": ["x", "y"]}],
+            r":1: 'choices' is only for",
+        ),
+        (
+            [{"question": "q", "reference": "C", "type": "gpqa", "choices": ["x", "y"]}],
+            r":1: 'reference' 'C' is neither an option letter nor an option",
+        ),
+        (
+            [{"question": "q", "reference": "a", "id": ["x"]}],
+            r":1: 'id' must be a non-empty string",
+        ),
+        (
+            [
+                {"question": "q", "reference": "a", "id": "d"},
+                {"question": "p", "reference": "b", "id": "d"},
+            ],
+            r":2: duplicate id 'd' \(first at line 1\)",
+        ),
+        (["just text"], r":1: expected a JSON object"),
+    ],
+)
+def test_custom_errors(tmp_path: Path, rows: list[Any], message: str) -> None:
+    path = write_jsonl(tmp_path / "custom.jsonl", rows)
+    with pytest.raises(FormatError, match=message):
+        load_custom(path)
+
+
+def test_custom_error_after_good_lines_returns_nothing(tmp_path: Path) -> None:
+    rows: list[Any] = [{"question": f"q{i}", "reference": "a"} for i in range(5)]
+    path = write_jsonl(tmp_path / "custom.jsonl", [*rows, {"question": "broken"}])
+    with pytest.raises(FormatError) as raised:
+        load_custom(path)
+    assert (raised.value.path, raised.value.line) == (str(path), 6)
