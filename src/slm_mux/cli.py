@@ -128,6 +128,109 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- live models ------------------------------------------------------------
+
+
+def _collect(args: argparse.Namespace, split: str, data: str | None) -> tuple[bool, str]:
+    """Collect one split into the store and print a summary.
+
+    Returns whether every sample is stored, and the name of the task that graded them.
+    """
+    import asyncio
+
+    from slm_mux.collect import collect, questions_for
+    from slm_mux.pool import load_pool, members_of
+    from slm_mux.store import Store
+
+    task, questions = questions_for(args.task, data, split=split, limit=args.limit)  # type: ignore[arg-type]
+    pool = load_pool(args.pool)
+    members = members_of(pool, k=args.k, models=_models(args.models))
+
+    async def run() -> bool:
+        try:
+            with Store(args.store) as store:
+                report = await collect(
+                    members,
+                    task,
+                    questions,
+                    split=split,  # type: ignore[arg-type]
+                    store=store,
+                    show_progress=not args.quiet,
+                )
+        finally:
+            await asyncio.gather(*(m.backend.aclose() for m in members))
+        for progress in report.models.values():
+            print(
+                f"{split}: {progress.model}: {progress.collected} new samples, "
+                f"{progress.already_stored} already stored, "
+                f"{progress.failed_questions} failed questions",
+                file=sys.stderr,
+            )
+            for error in progress.errors[:3]:
+                print(f"  {error}", file=sys.stderr)
+        return report.complete
+
+    return asyncio.run(run()), task.name
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    complete, _ = _collect(args, args.split, args.data)
+    if not complete:
+        _warn("some questions failed; run the same command again to retry them")
+    return 0 if complete else 3
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from slm_mux.study import Study
+
+    complete = True
+    if args.validation_data is not None or (args.task == "arith" and args.data is None):
+        complete, _ = _collect(args, "validation", args.validation_data)
+    test_complete, task = _collect(args, "test", args.data)
+    if not (complete and test_complete):
+        _warn("some questions failed; the evaluation uses what was collected")
+    study = Study.open(args.store, models=_models(args.models), task=task, warn=_warn)
+    evaluation = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
+    if args.json:
+        _print_json(evaluation.to_json())
+    else:
+        print(evaluation.to_markdown())
+    return 0 if complete and test_complete else 3
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from slm_mux.engine import Mux
+
+    accuracy: dict[str, float] = {}
+    if args.store is not None:
+        from slm_mux.study import Study
+
+        study = Study.open(args.store, task=args.task, warn=_warn)
+        accuracy = study.validation_accuracy or {}
+    mux = Mux.from_pool(
+        args.pool,
+        task=args.task,
+        k=args.k,
+        models=_models(args.models),
+        validation_accuracy=accuracy,
+    )
+    answer = mux.ask(args.question)
+    if args.json:
+        _print_json(answer.to_json())
+        return 0
+    print(answer.answer if answer.answer is not None else "(no answer)")
+    print(
+        f"from {answer.model or '-'} with confidence {answer.confidence:.2f} "
+        f"in {answer.latency_s:.2f}s",
+        file=sys.stderr,
+    )
+    for model, votes in answer.votes.items():
+        shown = ", ".join(f"{a!r} x{n}" for a, n in votes.items()) or "no answer"
+        error = answer.samples[model].error
+        print(f"  {model}: {shown}" + (f"  [error: {error}]" if error else ""), file=sys.stderr)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 
@@ -152,6 +255,16 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="weight of the contradiction penalty (default 1)",
     )
+
+
+def _live_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
+    parser.add_argument("--task", required=True, help="task: prompt, extractor and grader")
+    parser.add_argument("--store", required=True, help="SQLite sample store (created if missing)")
+    parser.add_argument("--k", type=_positive, help="samples per model (default: the pool's)")
+    parser.add_argument("--models", help="comma-separated model names (default: the whole pool)")
+    parser.add_argument("--limit", type=_positive, help="only the first N questions")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +311,28 @@ def build_parser() -> argparse.ArgumentParser:
     _study_flags(sub)
     _search_flags(sub)
     sub.add_argument("--out", default="slm-mux-report", help="output folder")
+
+    sub = add("collect", cmd_collect, "sample k answers per model per question into the store")
+    _live_flags(sub)
+    sub.add_argument("--data", help="question file (JSON/JSONL) or Hugging Face dataset id")
+    sub.add_argument("--split", choices=["validation", "test"], default="test", help="split")
+
+    sub = add("run", cmd_run, "collect validation and test samples, then evaluate")
+    _live_flags(sub)
+    sub.add_argument("--data", help="test question file or dataset id")
+    sub.add_argument("--validation-data", help="validation question file (for tie-breaks)")
+    sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = add("ask", cmd_ask, "ask every model of a pool and answer with SLM-MUX")
+    sub.add_argument("question", help="the question")
+    sub.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
+    sub.add_argument("--task", default="exact", help="task: prompt, extractor and grader")
+    sub.add_argument("--k", type=_positive, help="samples per model (default: the pool's)")
+    sub.add_argument("--models", help="comma-separated model names (default: the whole pool)")
+    sub.add_argument("--store", help="store whose validation split breaks ties")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 

@@ -1,0 +1,119 @@
+"""Live orchestration overhead against the fake OpenAI-compatible server.
+
+3 models x k=5 x 200 questions, every call delayed by 200 ms on the server,
+which runs in its own process so the client's CPU time is its own. Reports
+wall time against the ideal (requests / concurrency x latency), requests sent,
+and client CPU per sample, for a server that honours ``n`` and one that does
+not (parallel single requests).
+
+    python bench/bench_live.py [--questions 200] [--latency 0.2] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from slm_mux.backends.openai_compat import OpenAICompatibleBackend
+from slm_mux.collect import collect
+from slm_mux.engine import Member
+from slm_mux.store import Store
+from slm_mux.tasks import Question, get_task
+
+MODELS = ("m1", "m2", "m3")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(port: int, latency: float, honour_n: bool) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "slm_mux.testing",
+        "--port", str(port), "--latency", str(latency),
+    ]  # fmt: skip
+    if not honour_n:
+        argv.append("--ignore-n")
+    server = subprocess.Popen(argv)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise SystemExit("the fake server did not start")
+
+
+async def run_once(base_url: str, questions: int, k: int, concurrency: int) -> dict[str, float]:
+    task = get_task("gsm8k")
+    items = [Question(f"q{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(questions)]
+    members = [
+        Member(
+            OpenAICompatibleBackend(
+                name, base_url=base_url, model=name, max_concurrency=concurrency, timeout_s=30
+            ),
+            k=k,
+        )
+        for name in MODELS
+    ]
+    with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "s.db") as store:
+        cpu, wall = time.process_time(), time.perf_counter()
+        report = await collect(members, task, items, split="test", store=store, show_progress=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        stored = store.count()
+    await asyncio.gather(*(m.backend.aclose() for m in members))
+    assert report.complete and stored == len(MODELS) * questions * k
+    return {"wall": wall, "cpu": cpu, "samples": stored}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--concurrency", type=int, default=32, help="per model endpoint")
+    args = parser.parse_args()
+    print(
+        f"{len(MODELS)} models x k={args.k} x {args.questions} questions, "
+        f"{args.latency * 1000:.0f} ms per call, concurrency {args.concurrency} per model"
+    )
+    print("| server | requests | ideal s | wall s | overhead | client CPU per sample |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for honour_n in (True, False):
+        port = free_port()
+        server = start_server(port, args.latency, honour_n)
+        try:
+            result = asyncio.run(
+                run_once(f"http://127.0.0.1:{port}/v1", args.questions, args.k, args.concurrency)
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as reply:
+                requests = int(json.load(reply)["requests"])
+        finally:
+            server.terminate()
+            server.wait()
+        per_model = requests / len(MODELS)
+        ideal = math.ceil(per_model / args.concurrency) * args.latency
+        label = "honours n" if honour_n else "ignores n"
+        overhead = result["wall"] / ideal - 1
+        cpu_ms = 1000 * result["cpu"] / result["samples"]
+        print(
+            f"| {label} | {requests} | {ideal:.2f} | {result['wall']:.2f} | "
+            f"{overhead:+.0%} | {cpu_ms:.2f} ms |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""What every model backend provides: n completions for a chat request.
+
+A backend is anything with a ``name``, an async :meth:`Backend.generate` that
+returns exactly ``request.n`` completions (or raises
+:class:`~slm_mux.errors.BackendError`), and an async :meth:`Backend.aclose`.
+
+Token accounting: when one request yields several choices, the prompt is
+processed (and billed) once, so its token count is split across the choices
+and the per-completion numbers add up to what the server reported (see
+:func:`split_tokens`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response: its text, token counts, latency and why it stopped."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat request for ``n`` samples.
+
+    ``seed`` makes sampling reproducible where the backend supports it.
+    """
+
+    messages: list[dict[str, str]]
+    n: int
+    temperature: float
+    max_tokens: int
+    seed: int | None = None
+
+
+class Backend(Protocol):
+    """A model that answers chat requests."""
+
+    name: str
+    """The model's name in the pool."""
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        """Exactly ``request.n`` completions, or raise ``BackendError``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or memory held by the backend."""
+        ...
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million prompt (input) and completion (output) tokens."""
+
+    input_per_million: float
+    output_per_million: float
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost of the given token counts."""
+        return (
+            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        ) / 1_000_000
+
+
+@dataclass
+class Usage:
+    """Running totals of one backend's token use (unknown counts are skipped)."""
+
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, completions: Iterable[Completion]) -> None:
+        """Count the tokens of ``completions``."""
+        for completion in completions:
+            self.completions += 1
+            self.prompt_tokens += completion.prompt_tokens or 0
+            self.completion_tokens += completion.completion_tokens or 0
+
+    def cost_usd(self, price: Price | None) -> float | None:
+        """The total cost at ``price``, or ``None`` without a price."""
+        if price is None:
+            return None
+        return price.cost_usd(self.prompt_tokens, self.completion_tokens)
+
+
+def split_tokens(total: int | None, weights: Sequence[int]) -> list[int | None]:
+    """Split ``total`` tokens into integer shares proportional to ``weights``.
+
+    Shares add up to ``total`` exactly (largest remainders get the leftover
+    tokens, earlier entries first on ties); all-zero weights split evenly.
+    ``None`` (unknown) stays unknown.
+    """
+    if total is None:
+        return [None] * len(weights)
+    basis = list(weights) if sum(weights) > 0 else [1] * len(weights)
+    scale = sum(basis)
+    parts = [divmod(total * weight, scale) for weight in basis]
+    shares = [share for share, _ in parts]
+    leftover = total - sum(shares)
+    for i in sorted(range(len(parts)), key=lambda i: -parts[i][1])[:leftover]:
+        shares[i] += 1
+    return [*shares]

@@ -1,0 +1,194 @@
+"""Live SLM-MUX: every model samples k answers at once, the selection rule decides.
+
+Models never see each other's answers. All models are asked concurrently and
+each asks for its k samples in one request where the backend allows it, so
+the wall time of a question is about that of the slowest model's single
+generation, not k sequential calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slm_mux.backends.base import Backend, Completion, GenerationRequest
+from slm_mux.errors import BackendError, InputError, SlmMuxError
+from slm_mux.selection import decide
+from slm_mux.tasks import Question, Task, get_task
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a mux: its backend and its generation settings."""
+
+    backend: Backend
+    k: int = 3
+    temperature: float = 0.3
+    max_tokens: int = 1024
+    seed: int | None = 0
+    settings_hash: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+
+@dataclass(frozen=True)
+class ModelSamples:
+    """What one model returned for one question; ``error`` when it failed."""
+
+    model: str
+    completions: list[Completion]
+    answers: list[str | None]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MuxAnswer:
+    """The final answer, the model it came from, its confidence and every model's votes."""
+
+    question: str
+    answer: str | None
+    model: str | None
+    confidence: float
+    votes: dict[str, dict[str, int]]
+    samples: dict[str, ModelSamples] = field(repr=False)
+    latency_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (no response texts, no secrets)."""
+        return {
+            "answer": self.answer,
+            "model": self.model,
+            "confidence": self.confidence,
+            "votes": self.votes,
+            "errors": {m: s.error for m, s in self.samples.items() if s.error},
+            "latency_s": round(self.latency_s, 4),
+            "tokens": {
+                m: sum(c.completion_tokens or 0 for c in s.completions)
+                for m, s in self.samples.items()
+            },
+        }
+
+
+def sample_seed(seed: int | None, question_id: str, first_sample: int) -> int | None:
+    """A per-question, per-sample-offset seed, stable across runs and processes."""
+    if seed is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{question_id}:{first_sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+async def sample_model(
+    member: Member, task: Task, question: Question, *, n: int, first_sample: int = 0
+) -> ModelSamples:
+    """Ask one model for ``n`` samples; a failure is reported, not raised."""
+    request = GenerationRequest(
+        messages=task.messages(question),
+        n=n,
+        temperature=member.temperature,
+        max_tokens=member.max_tokens,
+        seed=sample_seed(member.seed, question.id, first_sample),
+    )
+    try:
+        completions = await member.backend.generate(request)
+    except SlmMuxError as error:
+        return ModelSamples(member.name, [], [None] * n, error=str(error))
+    answers = [task.extract(c.text) for c in completions]
+    return ModelSamples(member.name, completions, answers)
+
+
+class Mux:
+    """Several models answering as one through SLM-MUX.
+
+    ``validation_accuracy`` breaks confidence ties (higher wins); without it
+    ties go to the order of ``members``.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Member],
+        *,
+        task: Task | str = "exact",
+        validation_accuracy: Mapping[str, float] | None = None,
+    ) -> None:
+        if not members:
+            raise InputError("a mux needs at least one model")
+        names = [m.name for m in members]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise InputError(f"model {duplicate!r} appears twice in the mux")
+        self.members = list(members)
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.validation_accuracy = dict(validation_accuracy or {})
+
+    @classmethod
+    def from_pool(
+        cls,
+        pool: str | Path,
+        *,
+        task: Task | str = "exact",
+        k: int | None = None,
+        models: Sequence[str] | None = None,
+        validation_accuracy: Mapping[str, float] | None = None,
+    ) -> Mux:
+        """A mux over the models of a pool file (all, or those named in ``models``)."""
+        from slm_mux.pool import load_pool, members_of
+
+        loaded = load_pool(pool)
+        members = members_of(loaded, k=k, models=models)
+        accuracy = {
+            m.name: m.validation_accuracy
+            for m in loaded.models
+            if m.validation_accuracy is not None
+        }
+        accuracy.update(validation_accuracy or {})
+        return cls(members, task=task, validation_accuracy=accuracy)
+
+    async def aask(self, question: str | Question) -> MuxAnswer:
+        """Ask every model concurrently and pick the answer with SLM-MUX."""
+        item = question if isinstance(question, Question) else Question("ask", question, "")
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(sample_model(m, self.task, item, n=m.k) for m in self.members)
+        )
+        elapsed = time.perf_counter() - start
+        if all(r.error for r in results):
+            first = results[0]
+            raise BackendError(f"every model failed; {first.model}: {first.error}")
+        decision = decide(
+            {r.model: r.answers for r in results},
+            self.task.cluster,
+            k={m.name: m.k for m in self.members},
+            validation_accuracy=self.validation_accuracy,
+        )
+        return MuxAnswer(
+            question=item.text,
+            answer=decision.answer,
+            model=decision.model,
+            confidence=decision.confidence,
+            votes=decision.votes,
+            samples={r.model: r for r in results},
+            latency_s=elapsed,
+        )
+
+    def ask(self, question: str | Question) -> MuxAnswer:
+        """Synchronous :meth:`aask` (runs its own event loop)."""
+
+        async def once() -> MuxAnswer:
+            try:
+                return await self.aask(question)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(once())
+
+    async def aclose(self) -> None:
+        """Release the backends' connections."""
+        await asyncio.gather(*(m.backend.aclose() for m in self.members))

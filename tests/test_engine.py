@@ -1,0 +1,241 @@
+"""Live SLM-MUX and resumable collection, on scripted models and a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slm_mux.backends.scripted import ScriptedBackend
+from slm_mux.collect import collect
+from slm_mux.engine import Member, Mux
+from slm_mux.errors import BackendError
+from slm_mux.store import Store
+from slm_mux.tasks import Question, get_task
+from slm_mux.testing.fake_server import FakeServerConfig, run_fake_server
+
+QUESTIONS = [Question(f"q{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(6)]
+
+
+def _member(name: str, responses: list[str], k: int = 3) -> Member:
+    return Member(ScriptedBackend(name, {"*": responses}), k=k, settings_hash=f"h-{name}")
+
+
+def test_ask_picks_the_most_confident_model_and_reports_votes() -> None:
+    mux = Mux(
+        [
+            _member("split", ["#### 1", "#### 2", "#### 3"]),
+            _member("sure", ["#### 7", "#### 7", "#### 7.0"]),
+            _member("half", ["#### 5", "#### 5", "no idea"]),
+        ],
+        task="gsm8k",
+    )
+    answer = mux.ask("anything")
+    assert (answer.answer, answer.model, answer.confidence) == ("7", "sure", 1.0)
+    assert answer.votes["sure"] == {"7": 3}  # 7 and 7.0 are one vote under the grader
+    assert answer.votes["half"] == {"5": 2}
+    assert answer.to_json()["model"] == "sure"
+
+
+def test_ask_asks_each_model_once_for_all_k_samples() -> None:
+    members = [_member(name, ["#### 1"], k=5) for name in ("a", "b", "c")]
+    Mux(members, task="gsm8k").ask("q")
+    for member in members:
+        backend = member.backend
+        assert isinstance(backend, ScriptedBackend)
+        assert [r.n for r in backend.requests] == [5]
+
+
+def test_ask_ties_go_to_validation_accuracy() -> None:
+    members = [_member("a", ["#### 1", "#### 1", "#### 2"]), _member("b", ["#### 3"] * 2 + ["x"])]
+    assert Mux(members, task="gsm8k").ask("q").model == "a"
+    ranked = Mux(members, task="gsm8k", validation_accuracy={"a": 0.4, "b": 0.6})
+    assert ranked.ask("q").model == "b"
+
+
+def test_a_failing_model_is_reported_and_the_others_answer() -> None:
+    broken = Member(ScriptedBackend("broken", {"only this": ["#### 9"]}), k=3)
+    answer = Mux([broken, _member("ok", ["#### 4"])], task="gsm8k").ask("q")
+    assert answer.model == "ok"
+    assert "no scripted answer" in (answer.samples["broken"].error or "")
+    assert answer.votes["broken"] == {}
+
+
+def test_every_model_failing_is_an_error() -> None:
+    broken = Member(ScriptedBackend("broken", {"only this": ["#### 9"]}), k=3)
+    with pytest.raises(BackendError, match="every model failed; broken"):
+        Mux([broken], task="gsm8k").ask("q")
+
+
+def _collect(members: list[Member], store: Store, questions: list[Question] = QUESTIONS) -> None:
+    report = asyncio.run(
+        collect(
+            members, get_task("gsm8k"), questions, split="test", store=store, show_progress=False
+        )
+    )
+    assert set(report.models) == {m.name for m in members}
+
+
+def test_collect_stores_k_samples_and_a_second_run_asks_nothing(tmp_path: Path) -> None:
+    members = [_member("a", ["#### 2", "#### 4", "#### 6"]), _member("b", ["#### 0"], k=2)]
+    with Store(tmp_path / "s.db") as store:
+        _collect(members, store)
+        assert store.count() == len(QUESTIONS) * (3 + 2)
+        first = store.samples(models=["a"])
+        assert [s.sample for s in first[:3]] == [0, 1, 2]
+        assert first[0].settings_hash == "h-a" and first[0].text == "#### 2"
+        assert first[1].correct is (QUESTIONS[0].reference == "4")
+        assert store.question_text("gsm8k", "test", "q3") == "What is 3 + 3?"
+        again = [_member("a", ["#### 2"]), _member("b", ["#### 0"], k=2)]
+        _collect(again, store)
+    for member in again:
+        assert isinstance(member.backend, ScriptedBackend)
+        assert member.backend.requests == []
+
+
+def test_collect_resumes_partial_questions_with_the_missing_samples_only(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        _collect([_member("a", ["#### 2"], k=2)], store)
+        grown = _member("a", ["#### 2"], k=5)
+        _collect([grown], store)
+        assert store.count() == len(QUESTIONS) * 5
+    assert isinstance(grown.backend, ScriptedBackend)
+    assert {r.n for r in grown.backend.requests} == {3}
+
+
+def test_one_failing_model_never_stops_the_others_and_is_retried(tmp_path: Path) -> None:
+    flaky = Member(ScriptedBackend("flaky", {"1 + 1": ["#### 2"], "2 + 2": ["#### 4"]}), k=2)
+    with Store(tmp_path / "s.db") as store:
+        _collect([flaky, _member("steady", ["#### 0"])], store)
+        assert store.count(split="test") == 2 * 2 + len(QUESTIONS) * 3
+        failed = {f.question_id for f in store.failures(model="flaky")}
+        assert failed == {"q0", "q3", "q4", "q5"}
+        healed = Member(ScriptedBackend("flaky", {"*": ["#### 1"]}), k=2)
+        _collect([healed], store)
+        assert store.failures() == []
+        assert store.count() == len(QUESTIONS) * (2 + 3)
+
+
+def _write_pool(path: Path, base_url: str, models: list[str], k: int = 3) -> None:
+    lines = ["defaults:", f"  k: {k}", "  temperature: 0.3", "models:"]
+    for name in models:
+        lines += [
+            f"  - name: {name}",
+            "    backend: openai",
+            f"    base_url: {base_url}",
+            f"    model: {name}",
+            "    timeout_s: 5",
+            "    max_retries: 1",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _numbers(model: str, prompt: str, seed: int | None, index: int) -> str:
+    """Model 'good' always answers 2x the number in the prompt; 'noisy' varies."""
+    number = int(prompt.split("What is ")[1].split(" ")[0]) if "What is " in prompt else 0
+    if model == "good":
+        return f"Doubling gives #### {2 * number}"
+    return f"#### {number + index}"
+
+
+def test_ask_command_against_a_real_server(tmp_path: Path) -> None:
+    config = FakeServerConfig(answers={"*": _numbers})
+    with run_fake_server(config) as (base_url, server):
+        pool = tmp_path / "pool.yaml"
+        _write_pool(pool, base_url, ["noisy", "good"])
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "slm_mux",
+                "ask",
+                "What is 21 + 21?",
+                "--pool",
+                str(pool),
+                "--task",
+                "gsm8k",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert (out["answer"], out["model"], out["confidence"]) == ("42", "good", 1.0)
+        assert out["votes"]["noisy"] == {"21": 1, "22": 1, "23": 1}
+        assert server.request_count == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_collection_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    data = tmp_path / "questions.jsonl"
+    questions = 40
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"}
+            )
+            + "\n"
+            for i in range(questions)
+        )
+    )
+    db = tmp_path / "s.db"
+    config = FakeServerConfig(answers={"*": _numbers}, latency_s=0.05)
+    with run_fake_server(config) as (base_url, server):
+        pool = tmp_path / "pool.yaml"
+        _write_pool(pool, base_url, ["noisy", "good"])
+        for model in ("noisy", "good"):
+            pool.write_text(
+                pool.read_text().replace(
+                    f"    model: {model}\n", f"    model: {model}\n    max_concurrency: 2\n"
+                )
+            )
+        argv = [
+            sys.executable,
+            "-m",
+            "slm_mux",
+            "collect",
+            "--pool",
+            str(pool),
+            "--task",
+            "gsm8k",
+            "--data",
+            str(data),
+            "--store",
+            str(db),
+            "--quiet",
+        ]
+        victim = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if db.exists():
+                with Store(db) as store:
+                    if store.count() >= 30:
+                        break
+            time.sleep(0.05)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        with Store(db) as store:
+            stored_before = store.count()
+        assert 0 < stored_before < 2 * questions * 3, "the kill should land mid-run"
+        requests_before = server.request_count
+
+        finished = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        assert finished.returncode == 0, finished.stderr
+        with Store(db) as store:
+            samples = store.samples()
+        keys = [(s.model, s.question_id, s.sample) for s in samples]
+        assert len(keys) == len(set(keys)) == 2 * questions * 3
+        # The second run asked only for questions that were not complete.
+        missing_questions = 2 * questions - stored_before // 3
+        assert server.request_count - requests_before <= missing_questions
+        assert all(s.correct for s in samples if s.model == "good")
