@@ -231,6 +231,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slm_mux.demo import POOL_DIR, run_demo
+
+    out = Path(args.out)
+    result = run_demo(
+        out,
+        validation_questions=args.validation_questions,
+        test_questions=args.questions,
+        samples=args.samples,
+        k=args.k,
+        trials=args.trials,
+        seed=args.seed,
+        show_progress=not args.quiet,
+        models_dir=Path(args.models_dir) if args.models_dir else POOL_DIR,
+        warn=_warn,
+        log=sys.stderr,
+    )
+    print(result.headline())
+    print(result.search.to_markdown())
+    for path in result.files:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 
@@ -324,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
     sub.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = add("demo", cmd_demo, "the whole pipeline on the bundled tiny models, offline")
+    sub.add_argument("--out", default="slm-mux-demo", help="folder for the store and report")
+    sub.add_argument("--questions", type=_positive, default=200, help="test questions")
+    sub.add_argument(
+        "--validation-questions", type=_positive, default=100, help="validation questions"
+    )
+    sub.add_argument("--samples", type=_positive, default=5, help="samples collected per model")
+    sub.add_argument("--k", type=_positive, default=3, help="samples per model for SLM-MUX")
+    sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of questions, sampling, draws")
+    sub.add_argument("--models-dir", help="folder of model folders (default: the bundled pool)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub = add("ask", cmd_ask, "ask every model of a pool and answer with SLM-MUX")
     sub.add_argument("question", help="the question")

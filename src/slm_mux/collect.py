@@ -72,7 +72,7 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: ProgressTask) -> Text:
         speed = f"{task.speed:5.1f}/s" if task.speed else "    -/s"
-        return Text(f"{speed}  {task.fields['tokens']:>8} tok  {task.fields['errors']} err")
+        return Text(f"{speed} {task.fields['tokens']:>7} tok {task.fields['errors']} err")
 
 
 def _missing(wanted: int, stored: set[tuple[str, int]], question_id: str) -> list[int]:
@@ -97,8 +97,8 @@ async def collect(
     started = time.perf_counter()
     store.add_questions(task.name, split, [(q.id, q.text, q.reference) for q in questions])
     progress = Progress(
-        TextColumn("{task.description:<20}"),
-        BarColumn(),
+        TextColumn("{task.description:<16}"),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         _RateColumn(),
         TimeElapsedColumn(),

@@ -1,0 +1,161 @@
+"""``slm-mux demo``: the whole pipeline, offline, on the bundled tiny models.
+
+The package ships a pool of tiny Llama models trained on the ``arith`` task
+(``slm_mux/pool_data``, made by ``scripts/train_tiny_pool.py``). The demo
+collects k samples per model on seeded validation and test questions into a
+local store, searches the best subsets on validation, evaluates SLM-MUX and
+every baseline on test, sweeps k and the number of models, writes the report
+and prints the headline table. Everything is stored, so a second run only
+re-reads the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from slm_mux.analysis import Evaluation, Scaling, SearchResult, evaluate, write_plots, write_report
+from slm_mux.collect import collect
+from slm_mux.errors import InputError
+from slm_mux.pool import Pool, members_of, pool_from_dict
+from slm_mux.store import Store
+from slm_mux.study import Study, Warn
+from slm_mux.tasks import get_task
+from slm_mux.tasks.arith import generate_questions
+
+POOL_DIR = Path(__file__).resolve().parent / "pool_data"
+"""Where the bundled models live, one folder each."""
+
+
+def bundled_models(folder: Path = POOL_DIR) -> list[Path]:
+    """The bundled model folders (each with ``config.json``), sorted by name."""
+    found = sorted(p.parent for p in folder.glob("*/config.json"))
+    if not found:
+        raise InputError(f"{folder}: no bundled models; run scripts/train_tiny_pool.py")
+    return found
+
+
+def bundled_pool(*, k: int, temperature: float, seed: int, folder: Path = POOL_DIR) -> Pool:
+    """A pool of the bundled models, run in-process through the transformers backend."""
+    return pool_from_dict(
+        {
+            "defaults": {"temperature": temperature, "k": k, "max_tokens": 48, "seed": seed},
+            "models": [
+                {"name": path.name, "backend": "transformers", "path": str(path)}
+                for path in bundled_models(folder)
+            ],
+        },
+        source=str(folder),
+    )
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo measured, and the report files it wrote."""
+
+    k: int
+    evaluation: Evaluation
+    pair: Evaluation
+    search: SearchResult
+    scaling: Scaling
+    files: list[Path]
+
+    def headline(self) -> str:
+        """The headline table as Markdown."""
+        methods = self.evaluation.methods
+        models = [name.removeprefix("sc:") for name in methods if name.startswith("sc:")]
+        best = max(models, key=lambda name: methods[f"sc:{name}"].accuracy)
+        pair_models = ", ".join(self.search.best[2].models)
+        pair_best = max(
+            (name for name in self.pair.methods if name.startswith("sc:")),
+            key=lambda name: self.pair.methods[name].accuracy,
+        )
+        rows = [
+            (f"best single model, one sample ({best})", methods[f"single:{best}"]),
+            (f"best single model, self-consistency ({best})", methods[f"sc:{best}"]),
+            (f"Agent Forest, all {len(models)} models", methods["agent-forest"]),
+            (f"SLM-MUX, all {len(models)} models", methods["slm-mux"]),
+            (f"searched pair: best single SC ({pair_best[3:]})", self.pair.methods[pair_best]),
+            (f"searched pair: SLM-MUX ({pair_models})", self.pair.methods["slm-mux"]),
+            ("oracle, all models", methods["oracle"]),
+        ]
+        lines = [
+            f"arith test split, {self.evaluation.questions} questions, k={self.k}, "
+            f"{self.evaluation.trials} trials",
+            "",
+            "| method | accuracy | std |",
+            "|---|---:|---:|",
+            *(f"| {label} | {s.accuracy:.3f} | {s.std:.3f} |" for label, s in rows),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def run_demo(
+    out: Path,
+    *,
+    validation_questions: int = 100,
+    test_questions: int = 200,
+    samples: int = 5,
+    k: int = 3,
+    temperature: float = 0.3,
+    trials: int = 10,
+    seed: int = 0,
+    show_progress: bool = True,
+    models_dir: Path = POOL_DIR,
+    warn: Warn,
+    log: TextIO,
+) -> DemoResult:
+    """Collect (or reuse), search, evaluate, sweep and report; see the module doc."""
+    if k > samples:
+        raise InputError(f"--k {k} is larger than --samples {samples}")
+    task = get_task("arith")
+    store_path = out / "store.db"
+    pool = bundled_pool(k=samples, temperature=temperature, seed=seed, folder=models_dir)
+    members = members_of(pool)
+    splits = (("validation", validation_questions), ("test", test_questions))
+
+    async def gather() -> None:
+        try:
+            with Store(store_path) as store:
+                for split, count in splits:
+                    print(f"collecting {split}: {count} questions", file=log)
+                    report = await collect(
+                        members,
+                        task,
+                        generate_questions(split, count, seed=seed),  # type: ignore[arg-type]
+                        split=split,  # type: ignore[arg-type]
+                        store=store,
+                        show_progress=show_progress,
+                    )
+                    if not report.complete:
+                        raise InputError(f"collection of {split} failed; see {store_path}")
+        finally:
+            await asyncio.gather(*(m.backend.aclose() for m in members))
+
+    asyncio.run(gather())
+    study = Study.open(store_path, task="arith", warn=warn)
+    n_models = len(study.test.models)
+    if n_models < 2:
+        raise InputError(f"{models_dir}: the demo needs at least two models")
+    evaluation = study.evaluate(k=k, trials=trials, seed=seed)
+    found = study.search(k=k, max_models=n_models, lam=1.0, trials=trials, seed=seed)
+    pair = evaluate(
+        study.test.subset(found.best[2].models),
+        k=k,
+        trials=trials,
+        seed=seed,
+        validation_accuracy=study.validation_accuracy,
+    )
+    scaling = study.scale(max_models=n_models, lam=1.0, trials=trials, seed=seed, k=k)
+    plots = write_plots(scaling, out)
+    md_path, html_path = write_report(
+        out,
+        evaluation=evaluation,
+        search=found,
+        scaling=scaling,
+        plots=plots,
+        title="SLM-MUX demo: bundled tiny models on arith",
+    )
+    return DemoResult(k, evaluation, pair, found, scaling, [*plots, md_path, html_path])

@@ -1,0 +1,46 @@
+"""The main command, ``slm-mux demo``, on a small slice of the bundled pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slm_mux.cli import main
+from slm_mux.demo import POOL_DIR, bundled_models
+from slm_mux.store import Store
+
+pytestmark = pytest.mark.skipif(
+    not list(POOL_DIR.glob("*/config.json")),
+    reason=f"no bundled models in {POOL_DIR}; run scripts/train_tiny_pool.py",
+)
+
+
+def test_demo_runs_end_to_end_and_reuses_its_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--questions", "8", "--validation-questions", "8",
+            "--samples", "3", "--k", "2", "--trials", "2", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "| SLM-MUX, all" in first and "| Agent Forest, all" in first
+    for name in ("report.md", "report.html", "accuracy_vs_k.png", "accuracy_vs_models.png"):
+        assert (out / name).stat().st_size > 0
+    models = len(bundled_models())
+    with Store(out / "store.db") as store:
+        assert store.count(split="validation") == store.count(split="test") == models * 8 * 3
+        stamps = {(s.model, s.question_id, s.sample): s.created_at for s in store.samples()}
+
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first  # the same numbers, from the same samples
+    with Store(out / "store.db") as store:
+        again = {(s.model, s.question_id, s.sample): s.created_at for s in store.samples()}
+    assert again == stamps
+
+
+def test_demo_rejects_k_above_the_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--samples", "2", "--k", "3", "--quiet"]) == 1
+    assert "--k 3 is larger than --samples 2" in capsys.readouterr().err
