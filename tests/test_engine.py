@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -239,3 +240,50 @@ def test_collection_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_p
         missing_questions = 2 * questions - stored_before // 3
         assert server.request_count - requests_before <= missing_questions
         assert all(s.correct for s in samples if s.model == "good")
+
+
+def test_run_collects_both_splits_then_evaluates(tmp_path: Path) -> None:
+    def questions(name: str, count: int) -> Path:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"id": f"{name}{i}", "question": f"What is {i} + {i}?",
+                            "answer": f"#### {2 * i}"}) + "\n"
+                for i in range(count)
+            )
+        )  # fmt: skip
+        return path
+
+    with run_fake_server(FakeServerConfig(answers={"*": _numbers})) as (base_url, _):
+        pool = tmp_path / "pool.yaml"
+        _write_pool(pool, base_url, ["noisy", "good"])
+        result = subprocess.run(
+            [sys.executable, "-m", "slm_mux", "run", "--pool", str(pool), "--task", "gsm8k",
+             "--data", str(questions("t", 5)), "--validation-data", str(questions("v", 4)),
+             "--store", str(tmp_path / "s.db"), "--quiet", "--json"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["questions"] == 5
+    assert out["methods"]["sc:good"]["accuracy"] == 1.0
+    assert out["methods"]["slm-mux"]["accuracy"] == 1.0
+    with Store(tmp_path / "s.db") as store:
+        assert store.count(split="validation") == 2 * 4 * 3
+
+
+def test_a_dataset_id_without_the_datasets_package_is_a_clear_error(tmp_path: Path) -> None:
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("the datasets package is installed; this checks the message without it")
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models:\n  - {name: a, backend: scripted, script: {'*': ['#### 1']}}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_mux", "collect", "--pool", str(pool), "--task", "gsm8k",
+         "--data", "openai/gsm8k", "--store", str(tmp_path / "s.db")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "openai/gsm8k: no such file; to read it from the Hugging Face Hub install" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
