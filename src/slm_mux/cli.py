@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from slm_mux import __version__
 from slm_mux.errors import InputError, SlmMuxError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slm-mux",
         description="Orchestrate small language models with SLM-MUX (arXiv 2510.05077).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
