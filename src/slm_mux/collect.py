@@ -98,7 +98,7 @@ async def collect(
     store.add_questions(task.name, split, [(q.id, q.text, q.reference) for q in questions])
     progress = Progress(
         TextColumn("{task.description:<16}"),
-        BarColumn(bar_width=24),
+        BarColumn(bar_width=12),
         MofNCompleteColumn(),
         _RateColumn(),
         TimeElapsedColumn(),
