@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from slm_mux.backends.base import Price
 from slm_mux.backends.scripted import ScriptedBackend
 from slm_mux.collect import collect
 from slm_mux.engine import Member, Mux
@@ -287,3 +288,18 @@ def test_a_dataset_id_without_the_datasets_package_is_a_clear_error(tmp_path: Pa
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_collection_counts_tokens_and_cost_at_the_pool_prices(tmp_path: Path) -> None:
+    priced = Member(ScriptedBackend("priced", {"*": ["so #### 2"]}), k=2, price=Price(1.0, 3.0))
+    with Store(tmp_path / "s.db") as store:
+        report = asyncio.run(
+            collect([priced], get_task("gsm8k"), QUESTIONS[:3], split="test", store=store,
+                    show_progress=False)
+        )  # fmt: skip
+        samples = store.samples()
+    progress = report.models["priced"]
+    assert progress.completion_tokens == sum(s.completion_tokens or 0 for s in samples) == 3 * 2 * 3
+    assert progress.prompt_tokens == sum(s.prompt_tokens or 0 for s in samples) > 0
+    expected = (progress.prompt_tokens * 1.0 + progress.completion_tokens * 3.0) / 1e6
+    assert progress.cost_usd == pytest.approx(expected)

@@ -161,10 +161,12 @@ def _collect(args: argparse.Namespace, split: str, data: str | None) -> tuple[bo
         finally:
             await asyncio.gather(*(m.backend.aclose() for m in members))
         for progress in report.models.values():
+            tokens = progress.prompt_tokens + progress.completion_tokens
+            cost = "" if progress.cost_usd is None else f", ${progress.cost_usd:.4f}"
             print(
                 f"{split}: {progress.model}: {progress.collected} new samples, "
                 f"{progress.already_stored} already stored, "
-                f"{progress.failed_questions} failed questions",
+                f"{progress.failed_questions} failed questions, {tokens} tokens{cost}",
                 file=sys.stderr,
             )
             for error in progress.errors[:3]:

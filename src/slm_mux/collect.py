@@ -33,6 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from slm_mux.backends.base import Price
 from slm_mux.engine import Member, sample_model
 from slm_mux.errors import InputError
 from slm_mux.sample import Sample, Split
@@ -51,7 +52,15 @@ class ModelProgress:
     failed_questions: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    price: Price | None = None
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What this run's tokens cost, when the pool file gives the model's prices."""
+        if self.price is None:
+            return None
+        return self.price.cost_usd(self.prompt_tokens, self.completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ async def collect(
     jobs = []
     for member in members:
         stored = store.stored_keys(member.name, task.name, split)
-        counter = ModelProgress(member.name, wanted=member.k * len(questions))
+        counter = ModelProgress(member.name, wanted=member.k * len(questions), price=member.price)
         counters[member.name] = counter
         todo = [(q, _missing(member.k, stored, q.id)) for q in questions]
         todo = [(q, missing) for q, missing in todo if missing]

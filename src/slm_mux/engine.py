@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_mux.backends.base import Backend, Completion, GenerationRequest
+from slm_mux.backends.base import Backend, Completion, GenerationRequest, Price
 from slm_mux.errors import BackendError, InputError, SlmMuxError
 from slm_mux.selection import decide
 from slm_mux.tasks import Question, Task, get_task
@@ -31,6 +31,7 @@ class Member:
     max_tokens: int = 1024
     seed: int | None = 0
     settings_hash: str | None = None
+    price: Price | None = None
 
     @property
     def name(self) -> str:

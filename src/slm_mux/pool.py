@@ -410,6 +410,7 @@ def members_of(
                 max_tokens=settings.max_tokens,
                 seed=settings.seed,
                 settings_hash=model.settings_hash(pool.defaults),
+                price=model.price.price() if model.price is not None else None,
             )
         )
     return members
