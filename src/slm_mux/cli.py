@@ -116,7 +116,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
     study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
-    paths = study.report(
+    report = study.report(
         Path(args.out),
         k=args.k,
         max_models=args.max_models,
@@ -124,7 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         trials=args.trials,
         seed=args.seed,
     )
-    for path in paths:
+    for path in report.files:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from slm_mux.analysis import Evaluation, Scaling, SearchResult, evaluate, write_plots, write_report
+from slm_mux.analysis import Evaluation, Scaling, SearchResult, evaluate
 from slm_mux.collect import collect
 from slm_mux.errors import InputError
 from slm_mux.pool import Pool, members_of, pool_from_dict
@@ -139,23 +139,21 @@ def run_demo(
     n_models = len(study.test.models)
     if n_models < 2:
         raise InputError(f"{models_dir}: the demo needs at least two models")
-    evaluation = study.evaluate(k=k, trials=trials, seed=seed)
-    found = study.search(k=k, max_models=n_models, lam=1.0, trials=trials, seed=seed)
+    report = study.report(
+        out,
+        k=k,
+        max_models=n_models,
+        lam=1.0,
+        trials=trials,
+        seed=seed,
+        title="SLM-MUX demo: bundled tiny models on arith",
+    )
+    assert report.search is not None and report.scaling is not None  # validation is collected
     pair = evaluate(
-        study.test.subset(found.best[2].models),
+        study.test.subset(report.search.best[2].models),
         k=k,
         trials=trials,
         seed=seed,
         validation_accuracy=study.validation_accuracy,
     )
-    scaling = study.scale(max_models=n_models, lam=1.0, trials=trials, seed=seed, k=k)
-    plots = write_plots(scaling, out)
-    md_path, html_path = write_report(
-        out,
-        evaluation=evaluation,
-        search=found,
-        scaling=scaling,
-        plots=plots,
-        title="SLM-MUX demo: bundled tiny models on arith",
-    )
-    return DemoResult(k, evaluation, pair, found, scaling, [*plots, md_path, html_path])
+    return DemoResult(k, report.evaluation, pair, report.search, report.scaling, report.files)

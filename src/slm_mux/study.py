@@ -152,7 +152,8 @@ class Study:
         lam: float,
         trials: int,
         seed: int,
-    ) -> list[Path]:
+        title: str | None = None,
+    ) -> Report:
         """Evaluation, search, scaling and plots as ``report.md`` and ``report.html``."""
         evaluation = self.evaluate(k=k, trials=trials, seed=seed)
         found = scaling = None
@@ -169,6 +170,19 @@ class Study:
             search=found,
             scaling=scaling,
             plots=plots,
-            title=f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
+            title=title or f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
         )
-        return [*plots, md_path, html_path]
+        return Report(evaluation, found, scaling, [*plots, md_path, html_path])
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :meth:`Study.report` computed and the files it wrote.
+
+    ``search`` and ``scaling`` are ``None`` without a validation split.
+    """
+
+    evaluation: Evaluation
+    search: SearchResult | None
+    scaling: Scaling | None
+    files: list[Path]
