@@ -3,7 +3,8 @@
 The package ships a pool of tiny Llama models trained on the ``arith`` task
 (``slm_mux/pool_data``, made by ``scripts/train_tiny_pool.py``). The demo
 collects k samples per model on seeded validation and test questions into a
-local store, searches the best subsets on validation, evaluates SLM-MUX and
+local store (beside a ``pool.yaml`` of the bundled models, ready for
+``slm-mux ask``), searches the best subsets on validation, evaluates SLM-MUX and
 every baseline on test, sweeps k and the number of models, writes the report
 and prints the headline table. Everything is stored, so a second run only
 re-reads the store.
@@ -14,12 +15,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import yaml
 
 from slm_mux.analysis import Evaluation, Scaling, SearchResult, evaluate
 from slm_mux.collect import collect
 from slm_mux.errors import InputError
-from slm_mux.pool import Pool, members_of, pool_from_dict
+from slm_mux.pool import members_of, pool_from_dict
 from slm_mux.store import Store
 from slm_mux.study import Study, Warn
 from slm_mux.tasks import get_task
@@ -37,18 +40,17 @@ def bundled_models(folder: Path = POOL_DIR) -> list[Path]:
     return found
 
 
-def bundled_pool(*, k: int, temperature: float, seed: int, folder: Path = POOL_DIR) -> Pool:
-    """A pool of the bundled models, run in-process through the transformers backend."""
-    return pool_from_dict(
-        {
-            "defaults": {"temperature": temperature, "k": k, "max_tokens": 48, "seed": seed},
-            "models": [
-                {"name": path.name, "backend": "transformers", "path": str(path)}
-                for path in bundled_models(folder)
-            ],
-        },
-        source=str(folder),
-    )
+def bundled_pool_file(
+    *, k: int, temperature: float, seed: int, folder: Path = POOL_DIR
+) -> dict[str, Any]:
+    """The pool file (as data) of the bundled models, run in-process by transformers."""
+    return {
+        "defaults": {"temperature": temperature, "k": k, "max_tokens": 48, "seed": seed},
+        "models": [
+            {"name": path.name, "backend": "transformers", "path": str(path)}
+            for path in bundled_models(folder)
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,11 @@ def run_demo(
         raise InputError(f"--k {k} is larger than --samples {samples}")
     task = get_task("arith")
     store_path = out / "store.db"
-    pool = bundled_pool(k=samples, temperature=temperature, seed=seed, folder=models_dir)
-    members = members_of(pool)
+    pool_file = bundled_pool_file(k=k, temperature=temperature, seed=seed, folder=models_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pool.yaml").write_text(yaml.safe_dump(pool_file, sort_keys=False), encoding="utf-8")
+    pool = pool_from_dict(pool_file, source=str(out / "pool.yaml"))
+    members = members_of(pool, k=samples)
     splits = (("validation", validation_questions), ("test", test_questions))
 
     async def gather() -> None:

@@ -95,6 +95,8 @@ class TransformersBackend:
             import torch
             import transformers
 
+            # Loading bars would tear through slm-mux's own progress display.
+            transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
             dtype_key = (
