@@ -8,9 +8,10 @@ while together they cover every type: what SLM-MUX needs to shine.
 
 Budgets are optimizer steps, and every random draw is seeded, so a rerun gives
 the same models. After training (or with ``--evaluate-only``) the script
-samples each saved model at T=0.3 on held-out questions and records per-model
-accuracy and the ensemble results (self-consistency, Agent Forest, SLM-MUX,
-oracle) in ``training.json`` beside the models.
+samples each saved model at T=0.3 on held-out questions, scores the samples
+with ``slm_mux.analysis`` (per-model accuracy and self-consistency, Agent
+Forest, SLM-MUX, oracle, the subset search) and records the results in
+``training.json`` beside the models.
 
 Run the full pool (about 20 minutes on two cores)::
 
@@ -22,7 +23,6 @@ A smoke run: ``--steps-scale 0.05 --questions 20 --out /tmp/pool``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import multiprocessing
 import platform
@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tokenizers
 import torch
 import transformers
@@ -47,7 +46,14 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from slm_mux.selection import encode, majority, select, tie_break_rank
+from slm_mux.analysis import (
+    SampleArrays,
+    evaluate,
+    search,
+    validation_accuracy,
+    with_test_accuracy,
+)
+from slm_mux.sample import SPLITS, Sample, Split
 from slm_mux.tasks.arith import (
     PROBLEM_TYPES,
     ArithTask,
@@ -267,138 +273,132 @@ def sample_responses(
     return responses
 
 
-def per_type_mean(values: Sequence[float], questions: Sequence[Question]) -> dict[str, float]:
-    """Mean of per-question ``values``, overall and per problem type."""
-    result = {"overall": float(np.mean(values))}
-    for kind in PROBLEM_TYPES:
-        picked = [v for v, q in zip(values, questions, strict=True) if problem_type(q.text) == kind]
-        result[kind] = float(np.mean(picked))
-    return result
-
-
-def ensemble_scores(
-    answers: Sequence[Sequence[Sequence[str | None]]],
-    questions: Sequence[Question],
-    validation_accuracy: Sequence[float],
-    k: int,
-) -> dict[str, Any]:
-    """Accuracy of each model's self-consistency, Agent Forest, SLM-MUX and the oracle.
-
-    ``answers`` is ``[model][question][sample]``.
-    """
+def to_samples(
+    name: str, split: Split, questions: Sequence[Question], responses: Sequence[Sequence[str]]
+) -> list[Sample]:
+    """One model's responses to ``questions`` as graded :class:`Sample` records."""
     task = ArithTask()
-    rank = tie_break_rank(list(validation_accuracy))
-    n_models = len(answers)
-    consistency = np.zeros((n_models, len(questions)))
-    forest = np.zeros(len(questions))
-    mux = np.zeros(len(questions))
-    oracle = np.zeros(len(questions))
-    for i, question in enumerate(questions):
-        rows = [list(answers[m][i]) for m in range(n_models)]
-        codes, representative = encode(rows, task.cluster)
-        # Whether each code is right; the extra last entry is what NO_VOTE (-1) indexes.
-        right = np.array([*(task.grade(a, question.reference) for a in representative), False])
-        chosen = select(codes, k=k, rank=rank)
-        consistency[:, i] = right[chosen.votes]
-        mux[i] = right[chosen.code]
-        pooled, _ = majority(codes.reshape(-1))
-        forest[i] = right[pooled]
-        oracle[i] = right.any()
-    return {
-        "self_consistency": [per_type_mean(list(row), questions) for row in consistency],
-        "agent_forest": per_type_mean(list(forest), questions),
-        "slm_mux": per_type_mean(list(mux), questions),
-        "oracle": per_type_mean(list(oracle), questions),
-    }
+    samples = []
+    for question, texts in zip(questions, responses, strict=True):
+        for index, text in enumerate(texts):
+            answer = task.extract(text)
+            samples.append(
+                Sample(
+                    model=name,
+                    task=task.name,
+                    question_id=question.id,
+                    split=split,
+                    sample=index,
+                    answer=answer,
+                    reference=question.reference,
+                    correct=task.grade(answer, question.reference),
+                    text=text,
+                )
+            )
+    return samples
 
 
 def evaluate_pool(
     out: Path, names: Sequence[str], n_questions: int, k: int, temperature: float, jobs: int
 ) -> dict[str, Any]:
-    """Sample every model on validation and test questions and score singles, pairs and the pool."""
-    task = ArithTask()
-    splits = {split: generate_questions(split, n_questions) for split in ("validation", "test")}
-    work = [
-        (out / name, splits[split], k, temperature, 1000 + m)
-        for split in splits
-        for m, name in enumerate(names)
-    ]
+    """Sample every model on validation and test questions and score them with the package.
+
+    The samples go through ``slm_mux.analysis``: every method is scored on all
+    questions (``overall``) and on the questions of each problem type, with
+    ties to overall validation sample accuracy; the subset search runs once.
+    """
+    splits = {split: generate_questions(split, n_questions) for split in SPLITS}
+    runs = [(split, m, name) for split in SPLITS for m, name in enumerate(names)]
+    work = [(out / name, splits[split], k, temperature, 1000 + m) for split, m, name in runs]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         sampled = pool.starmap(sample_responses, work)
-    answers: dict[str, list[list[list[str | None]]]] = {}
-    for split_index, split in enumerate(splits):
-        block = sampled[split_index * len(names) : (split_index + 1) * len(names)]
-        answers[split] = [[[task.extract(t) for t in texts] for texts in model] for model in block]
-
-    def sample_accuracy(split: str, m: int) -> dict[str, float]:
-        rows = answers[split][m]
-        qs = splits[split]
-        values = [
-            np.mean([task.grade(a, q.reference) for a in row])
-            for row, q in zip(rows, qs, strict=True)
-        ]
-        return per_type_mean([float(v) for v in values], qs)
-
-    models: dict[str, Any] = {
-        name: {split: {"sample_accuracy": sample_accuracy(split, m)} for split in splits}
-        for m, name in enumerate(names)
+    samples = [
+        sample
+        for (split, _, name), responses in zip(runs, sampled, strict=True)
+        for sample in to_samples(name, split, splits[split], responses)
+    ]
+    kind_of = {q.id: problem_type(q.text) for questions in splits.values() for q in questions}
+    scopes = {"overall": samples} | {
+        kind: [s for s in samples if kind_of[s.question_id] == kind] for kind in PROBLEM_TYPES
     }
-    validation_accuracy = [models[n]["validation"]["sample_accuracy"]["overall"] for n in names]
-    scores = {
-        split: ensemble_scores(answers[split], splits[split], validation_accuracy, k)
-        for split in splits
+    arrays = {
+        (split, scope): SampleArrays.from_samples(chosen, models=names, split=split)
+        for scope, chosen in scopes.items()
+        for split in SPLITS
     }
-    for split in splits:
-        for m, name in enumerate(names):
-            models[name][split]["self_consistency"] = scores[split]["self_consistency"][m]
+    accuracy = validation_accuracy(arrays["validation", "overall"])
+    methods = {
+        key: evaluate(test, k=k, trials=1, seed=0, validation_accuracy=accuracy).methods
+        for key, test in arrays.items()
+    }
+    found = with_test_accuracy(
+        search(arrays["validation", "overall"], k=k, max_models=len(names), lam=1.0),
+        arrays["test", "overall"],
+        k=k,
+        trials=1,
+        seed=0,
+        validation_accuracy=accuracy,
+    )
 
-    pairs = []
-    for pair in itertools.combinations(range(len(names)), 2):
-        row: dict[str, Any] = {"models": [names[m] for m in pair]}
-        for split in splits:
-            chosen = [answers[split][m] for m in pair]
-            pair_scores = ensemble_scores(
-                chosen, splits[split], [validation_accuracy[m] for m in pair], k
-            )
-            row[split] = {
-                "slm_mux": pair_scores["slm_mux"]["overall"],
-                "best_single_sc": max(s["overall"] for s in pair_scores["self_consistency"]),
-                "agent_forest": pair_scores["agent_forest"]["overall"],
+    def by_scope(split: Split, method: str) -> dict[str, float]:
+        return {scope: methods[split, scope][method].accuracy for scope in scopes}
+
+    def best_single_sc(split: Split, scope: str, models: Sequence[str]) -> float:
+        return max(methods[split, scope][f"sc:{name}"].accuracy for name in models)
+
+    models = {
+        name: {
+            split: {
+                "sample_accuracy": by_scope(split, f"single:{name}"),
+                "self_consistency": by_scope(split, f"sc:{name}"),
             }
-        pairs.append(row)
-    searched = max(pairs, key=lambda row: row["validation"]["slm_mux"])
-    pool_test = scores["test"]
+            for split in SPLITS
+        }
+        for name in names
+    }
+    pool_methods = {
+        split: {
+            "slm_mux": by_scope(split, "slm-mux"),
+            "agent_forest": by_scope(split, "agent-forest"),
+            "oracle": by_scope(split, "oracle"),
+            "best_single_sc": {scope: best_single_sc(split, scope, names) for scope in scopes},
+        }
+        for split in SPLITS
+    }
+    pair = found.best[2]
+    test = pool_methods["test"]
     return {
         "temperature": temperature,
         "k": k,
         "questions_per_split": n_questions,
         "sampling_seeds": "1000 + model index, per split",
         "definitions": {
+            "scoring": "slm_mux.analysis.evaluate with all k samples in sampled order (one trial)",
+            "per_type": "each method scored again on only the questions of one problem type",
             "sample_accuracy": "mean accuracy of single samples (all k per question)",
             "self_consistency": "accuracy of the model's majority answer over its k samples",
             "agent_forest": "majority answer over all models' samples pooled",
             "slm_mux": "slm_mux.selection.select, ties to higher validation sample accuracy",
-            "oracle": "some sample of some model is right",
-            "searched_pair": "the pair with the best validation SLM-MUX accuracy",
+            "oracle": "some model's majority answer is correct",
+            "best_single_sc": "the highest self_consistency of one model on the same questions",
+            "search": "slm_mux.analysis.search on validation (objective UnionAcc - lambda * "
+            "Contradiction, lambda 1), test_accuracy is SLM-MUX with the subset on test",
+            "searched_pair": "the best subset of size 2 found by the search",
         },
         "models": models,
-        "pool": {
-            split: {key: value for key, value in scores[split].items() if key != "self_consistency"}
-            | {"best_single_sc": max(s["overall"] for s in scores[split]["self_consistency"])}
-            for split in splits
-        },
-        "pairs": pairs,
-        "searched_pair": {"by": "validation slm_mux accuracy", **searched},
+        "pool": pool_methods,
+        "search": found.to_json(),
         "summary_test": {
             "best_single_sample_accuracy": max(
-                models[n]["test"]["sample_accuracy"]["overall"] for n in names
+                models[name]["test"]["sample_accuracy"]["overall"] for name in names
             ),
-            "best_single_sc": max(s["overall"] for s in pool_test["self_consistency"]),
-            "agent_forest": pool_test["agent_forest"]["overall"],
-            "slm_mux": pool_test["slm_mux"]["overall"],
-            "oracle": pool_test["oracle"]["overall"],
-            "searched_pair_slm_mux": searched["test"]["slm_mux"],
-            "searched_pair_best_single_sc": searched["test"]["best_single_sc"],
+            "best_single_sc": test["best_single_sc"]["overall"],
+            "agent_forest": test["agent_forest"]["overall"],
+            "slm_mux": test["slm_mux"]["overall"],
+            "oracle": test["oracle"]["overall"],
+            "searched_pair": list(pair.models),
+            "searched_pair_slm_mux": pair.test_accuracy,
+            "searched_pair_best_single_sc": best_single_sc("test", "overall", pair.models),
         },
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,19 @@ def test_demo_rejects_k_above_the_samples(
 ) -> None:
     assert main(["demo", "--out", str(tmp_path), "--samples", "2", "--k", "3", "--quiet"]) == 1
     assert "--k 3 is larger than --samples 2" in capsys.readouterr().err
+
+
+def test_the_demo_pool_file_answers_live_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--out", str(tmp_path), "--questions", "4", "--validation-questions", "4",
+            "--samples", "2", "--k", "2", "--trials", "1", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    pool = tmp_path / "pool.yaml"
+    assert main(["ask", "23*7+5", "--pool", str(pool), "--task", "arith", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    names = {path.name for path in bundled_models()}
+    assert set(answer["votes"]) == names
+    assert answer["model"] in names
+    assert answer["answer"].lstrip("-").isdigit()
