@@ -258,4 +258,14 @@ def test_malformed_file_is_rejected_whole(tmp_path: Path) -> None:
     result = _run("import", str(data), "--store", str(db))
     assert result.returncode == 1
     assert f"{data}:2:" in result.stderr and "Traceback" not in result.stderr
-    assert _run("export", "--store", str(db)).stdout == ""
+    assert not db.exists()
+
+    # With a good file before the bad one, nothing from either is written.
+    fine = tmp_path / "fine.jsonl"
+    fine.write_text(json.dumps(good) + "\n")
+    assert _run("import", str(fine), "--store", str(db)).returncode == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**good, "question_id": "q2"}) + "\n")
+    assert _run("import", str(other), str(data), "--store", str(db)).returncode == 1
+    exported = _run("export", "--store", str(db)).stdout.splitlines()
+    assert [json.loads(line)["question_id"] for line in exported] == ["q1"]

@@ -51,13 +51,17 @@ def _warn(message: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from slm_mux.formats import import_file
+    from slm_mux.formats import read_file, store_contents
     from slm_mux.store import Store
 
+    # Every file is validated before the store is opened: all or nothing.
+    contents = [
+        read_file(path, split=args.split, task=args.task, model=args.model) for path in args.files
+    ]
     with Store(args.store) as store:
-        for path in args.files:
-            read, new = import_file(store, path, split=args.split, task=args.task, model=args.model)
-            print(f"{path}: {read} samples read, {new} new", file=sys.stderr)
+        for path, content in zip(args.files, contents, strict=True):
+            new = store_contents(store, content)
+            print(f"{path}: {len(content.samples)} samples read, {new} new", file=sys.stderr)
     return 0
 
 

@@ -32,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO
 
@@ -409,27 +409,34 @@ def detect_format(path: PathLike) -> Format:
     return "jsonl"
 
 
-def import_file(
-    store: Store,
+@dataclass(frozen=True)
+class FileContents:
+    """A validated file's samples and, for the authors' layout, its question texts."""
+
+    samples: list[Sample]
+    questions: list[tuple[str, str, str]]
+    task: str
+    split: str | None
+
+
+def read_file(
     path: PathLike,
     *,
     split: str | None = None,
     task: str = "exact",
     model: str | None = None,
-) -> tuple[int, int]:
-    """Read a whole file (either format), then store it; returns (rows read, rows new).
+) -> FileContents:
+    """Read and validate a whole file in either format, writing nothing.
 
     For the authors' layout ``split`` is required and ``model`` overrides the
-    file's model; question texts are stored too. For JSON Lines, ``task`` is the
-    default task, and ``split``/``model``, when given, must match every line.
+    file's model. For JSON Lines, ``task`` is the default task, and
+    ``split``/``model``, when given, must match every line.
     """
     if detect_format(path) == "authors":
         if split is None:
             raise InputError(f"{path}: the authors' layout has no split; give one")
         samples, questions = _read_authors(path, model, split, task)
-        new = store.add(samples)
-        store.add_questions(task, split, questions)
-        return len(samples), new
+        return FileContents(samples, questions, task, split)
     samples = read_jsonl(path, default_task=task)
     for sample in samples:
         for key, wanted in (("split", split), ("model", model)):
@@ -439,4 +446,25 @@ def import_file(
                     f"{sample.question_id!r} has {key} {getattr(sample, key)!r}, "
                     f"not {wanted!r}"
                 )
-    return len(samples), store.add(samples)
+    return FileContents(samples, [], task, split)
+
+
+def store_contents(store: Store, contents: FileContents) -> int:
+    """Write what :func:`read_file` read; returns the number of new samples."""
+    new = store.add(contents.samples)
+    if contents.questions and contents.split is not None:
+        store.add_questions(contents.task, contents.split, contents.questions)
+    return new
+
+
+def import_file(
+    store: Store,
+    path: PathLike,
+    *,
+    split: str | None = None,
+    task: str = "exact",
+    model: str | None = None,
+) -> tuple[int, int]:
+    """Read a whole file (see :func:`read_file`), then store it; returns (rows read, rows new)."""
+    contents = read_file(path, split=split, task=task, model=model)
+    return len(contents.samples), store_contents(store, contents)
