@@ -269,3 +269,16 @@ def test_malformed_file_is_rejected_whole(tmp_path: Path) -> None:
     assert _run("import", str(other), str(data), "--store", str(db)).returncode == 1
     exported = _run("export", "--store", str(db)).stdout.splitlines()
     assert [json.loads(line)["question_id"] for line in exported] == ["q1"]
+
+
+def test_an_unwritable_output_folder_is_one_error_line(
+    tmp_path: Path, store: tuple[Path, list[dict[str, object]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _ = store
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    capsys.readouterr()
+    assert main(["report", "--store", str(db), "--trials", "1", "--out", str(blocker)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("slm-mux: error: ") and str(blocker) in err
+    assert err.count("\n") == 1

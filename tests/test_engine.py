@@ -11,19 +11,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from slm_mux.backends.base import Price
 from slm_mux.backends.scripted import ScriptedBackend
 from slm_mux.collect import collect
-from slm_mux.engine import Member, Mux
+from slm_mux.engine import Member, Mux, MuxAnswer
 from slm_mux.errors import BackendError
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
 from slm_mux.testing.fake_server import FakeServerConfig, run_fake_server
 
 QUESTIONS = [Question(f"q{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(6)]
+
+
+def _ask(members: list[Member], question: str = "q", **options: Any) -> MuxAnswer:
+    with Mux(members, task="gsm8k", **options) as mux:
+        return mux.ask(question)
 
 
 def _member(name: str, responses: list[str], k: int = 3) -> Member:
@@ -39,7 +45,8 @@ def test_ask_picks_the_most_confident_model_and_reports_votes() -> None:
         ],
         task="gsm8k",
     )
-    answer = mux.ask("anything")
+    with mux:
+        answer = mux.ask("anything")
     assert (answer.answer, answer.model, answer.confidence) == ("7", "sure", 1.0)
     assert answer.votes["sure"] == {"7": 3}  # 7 and 7.0 are one vote under the grader
     assert answer.votes["half"] == {"5": 2}
@@ -48,7 +55,7 @@ def test_ask_picks_the_most_confident_model_and_reports_votes() -> None:
 
 def test_ask_asks_each_model_once_for_all_k_samples() -> None:
     members = [_member(name, ["#### 1"], k=5) for name in ("a", "b", "c")]
-    Mux(members, task="gsm8k").ask("q")
+    _ask(members)
     for member in members:
         backend = member.backend
         assert isinstance(backend, ScriptedBackend)
@@ -57,23 +64,37 @@ def test_ask_asks_each_model_once_for_all_k_samples() -> None:
 
 def test_ask_ties_go_to_validation_accuracy() -> None:
     members = [_member("a", ["#### 1", "#### 1", "#### 2"]), _member("b", ["#### 3"] * 2 + ["x"])]
-    assert Mux(members, task="gsm8k").ask("q").model == "a"
-    ranked = Mux(members, task="gsm8k", validation_accuracy={"a": 0.4, "b": 0.6})
-    assert ranked.ask("q").model == "b"
+    assert _ask(members).model == "a"
+    assert _ask(members, validation_accuracy={"a": 0.4, "b": 0.6}).model == "b"
 
 
 def test_a_failing_model_is_reported_and_the_others_answer() -> None:
     broken = Member(ScriptedBackend("broken", {"only this": ["#### 9"]}), k=3)
-    answer = Mux([broken, _member("ok", ["#### 4"])], task="gsm8k").ask("q")
+    answer = _ask([broken, _member("ok", ["#### 4"])])
     assert answer.model == "ok"
     assert "no scripted answer" in (answer.samples["broken"].error or "")
     assert answer.votes["broken"] == {}
 
 
+class _CountingBackend(ScriptedBackend):
+    closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_sync_asks_share_one_loop_and_close_once() -> None:
+    backend = _CountingBackend("a", {"*": ["#### 1"]})
+    with Mux([Member(backend, k=2)], task="gsm8k") as mux:
+        assert [mux.ask(f"q{i}").answer for i in range(3)] == ["1", "1", "1"]
+        assert backend.closed == 0
+    assert backend.closed == 1
+
+
 def test_every_model_failing_is_an_error() -> None:
     broken = Member(ScriptedBackend("broken", {"only this": ["#### 9"]}), k=3)
     with pytest.raises(BackendError, match="every model failed; broken"):
-        Mux([broken], task="gsm8k").ask("q")
+        _ask([broken])
 
 
 def _collect(members: list[Member], store: Store, questions: list[Question] = QUESTIONS) -> None:

@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from slm_mux.errors import InputError
 from slm_mux.selection import NO_VOTE, decide, encode, majority, select, tie_break_rank
 
 N = NO_VOTE
@@ -150,3 +151,10 @@ def test_decide_with_a_k_per_model() -> None:
     answers = {"a": ["1", "1", None, None], "b": ["2", "2", "3"]}
     decision = decide(answers, _same_number, k={"a": 4, "b": 3})
     assert (decision.model, decision.confidence) == ("b", pytest.approx(2 / 3))
+
+
+def test_decide_rejects_no_models_and_a_missing_k() -> None:
+    with pytest.raises(InputError, match="at least one model"):
+        decide({}, _same_number)
+    with pytest.raises(InputError, match="no k given for model 'b'"):
+        decide({"a": ["1"], "b": ["2"]}, _same_number, k={"a": 1})

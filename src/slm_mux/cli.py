@@ -1,7 +1,8 @@
 """The ``slm-mux`` command: thin sub-commands over the library.
 
-Every expected failure (bad file, unknown model, empty store, ...) ends in one
-``slm-mux: error: ...`` line on stderr and exit status 1, never a traceback.
+Every expected failure (bad file, unknown model, empty store, unwritable
+folder, ...) ends in one ``slm-mux: error: ...`` line on stderr and exit
+status 1, never a traceback; a malformed command line exits with 2 (argparse).
 """
 
 from __future__ import annotations
@@ -214,14 +215,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
         study = Study.open(args.store, task=args.task, warn=_warn)
         accuracy = study.validation_accuracy or {}
-    mux = Mux.from_pool(
+    with Mux.from_pool(
         args.pool,
         task=args.task,
         k=args.k,
         models=_models(args.models),
         validation_accuracy=accuracy,
-    )
-    answer = mux.ask(args.question)
+    ) as mux:
+        answer = mux.ask(args.question)
     if args.json:
         _print_json(answer.to_json())
         return 0
@@ -389,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except SlmMuxError as error:
         print(f"slm-mux: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a folder or file we were asked to write or read
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"slm-mux: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("slm-mux: interrupted", file=sys.stderr)

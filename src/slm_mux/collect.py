@@ -135,7 +135,15 @@ async def collect(
             for question, missing in todo
         ]
     with progress:
-        await asyncio.gather(*jobs)
+        running = [asyncio.ensure_future(job) for job in jobs]
+        try:
+            await asyncio.gather(*running)
+        except BaseException:
+            # A store or grading failure ends the run: stop every other request first.
+            for pending in running:
+                pending.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
     return CollectReport(counters, time.perf_counter() - started)
 
 
@@ -159,6 +167,10 @@ async def _collect_one(
         counter.errors.append(f"{question.id}: {error}")
         progress.update(row, errors=counter.failed_questions)
         return
+    # Grading may be slow (math-verify), so it stays off the event loop.
+    verdicts = await asyncio.to_thread(
+        lambda: [task.grade(answer, question.reference) for answer in result.answers]
+    )
     samples = [
         Sample(
             model=member.name,
@@ -168,7 +180,7 @@ async def _collect_one(
             sample=index,
             answer=answer,
             reference=question.reference,
-            correct=task.grade(answer, question.reference),
+            correct=correct,
             text=completion.text,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
@@ -176,8 +188,8 @@ async def _collect_one(
             finish_reason=completion.finish_reason,
             settings_hash=member.settings_hash,
         )
-        for index, completion, answer in zip(
-            missing, result.completions, result.answers, strict=True
+        for index, completion, answer, correct in zip(
+            missing, result.completions, result.answers, verdicts, strict=True
         )
     ]
     store.add(samples)

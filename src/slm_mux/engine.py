@@ -128,6 +128,7 @@ class Mux:
         self.members = list(members)
         self.task = get_task(task) if isinstance(task, str) else task
         self.validation_accuracy = dict(validation_accuracy or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_pool(
@@ -163,7 +164,9 @@ class Mux:
         if all(r.error for r in results):
             first = results[0]
             raise BackendError(f"every model failed; {first.model}: {first.error}")
-        decision = decide(
+        # Grading may be slow (math-verify), so it stays off the event loop.
+        decision = await asyncio.to_thread(
+            decide,
             {r.model: r.answers for r in results},
             self.task.cluster,
             k={m.name: m.k for m in self.members},
@@ -180,16 +183,29 @@ class Mux:
         )
 
     def ask(self, question: str | Question) -> MuxAnswer:
-        """Synchronous :meth:`aask` (runs its own event loop)."""
+        """Synchronous :meth:`aask`.
 
-        async def once() -> MuxAnswer:
-            try:
-                return await self.aask(question)
-            finally:
-                await self.aclose()
-
-        return asyncio.run(once())
+        Runs on a private event loop kept until :meth:`close`, so loaded models
+        and open connections serve every call. Inside a running event loop,
+        use :meth:`aask`.
+        """
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self.aask(question))
 
     async def aclose(self) -> None:
-        """Release the backends' connections."""
+        """Release the backends' connections and models (async code)."""
         await asyncio.gather(*(m.backend.aclose() for m in self.members))
+
+    def close(self) -> None:
+        """Release what the synchronous :meth:`ask` opened."""
+        if self._loop is not None:
+            self._loop.run_until_complete(self.aclose())
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> Mux:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

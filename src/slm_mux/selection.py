@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from slm_mux.errors import InputError
+
 NO_VOTE = -1
 """Code of a sample that has no answer (empty or unparseable)."""
 
@@ -189,6 +191,11 @@ def decide(
     model with the higher ``validation_accuracy``, then to mapping order.
     """
     names = list(answers)
+    if not names:
+        raise InputError("decide needs the answers of at least one model")
+    if isinstance(k, Mapping) and set(names) - set(k):
+        missing = sorted(set(names) - set(k))[0]
+        raise InputError(f"no k given for model {missing!r}")
     rows = [list(answers[name]) for name in names]
     codes, representative = encode(rows, classify)
     if isinstance(k, Mapping):

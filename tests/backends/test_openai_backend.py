@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend, Price
-from slm_mux.backends.openai_compat import backoff_delay, parse_retry_after
+from slm_mux.backends.openai_compat import _REJECTS_N, backoff_delay, parse_retry_after
 from slm_mux.errors import BackendError, InputError
 from slm_mux.testing import FakeServer, FakeServerConfig, Fault, echo_answer, run_fake_server
 
@@ -334,3 +334,21 @@ async def test_a_server_that_is_not_there_ends_in_a_connection_error(
     assert str(caught.value).startswith(
         f"model 'qwen': gave up after 2 attempts at {url}: connection error: "
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "rejects_n"),
+    [
+        ("n > 1 is not supported, use n=1", True),
+        ("'n' must be 1", True),
+        ("Unknown parameter: n", True),
+        ("n: Input should be less than or equal to 1", True),
+        ("only one completion choice is allowed", True),
+        ("invalid tool_choice", False),
+        ("n_predict too big", False),
+        ("model not found", False),
+        ("can't parse messages", False),
+    ],
+)
+def test_which_400_messages_mean_n_is_unsupported(message: str, rejects_n: bool) -> None:
+    assert bool(_REJECTS_N.search(message)) is rejects_n

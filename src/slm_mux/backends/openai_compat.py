@@ -38,8 +38,12 @@ import openai
 from slm_mux.backends.base import Completion, GenerationRequest, Price, Usage, split_tokens
 from slm_mux.errors import BackendError, InputError
 
-# A 400 saying n > 1 is unsupported: "n must be 1", "'n' ...", "only one completion choice".
-_REJECTS_N = re.compile(r"(?<![A-Za-z0-9_])n(?![A-Za-z0-9_])|choice", re.IGNORECASE)
+# A 400 saying n > 1 is unsupported: "n must be 1", "Unknown parameter: n", "only one
+# completion choice": the parameter as a word of its own, not "tool_choice" or "n_predict".
+_REJECTS_N = re.compile(
+    r"(?<![A-Za-z0-9_'])'?n'?(?![A-Za-z0-9_])|(?:only|one|single) (?:completion )?choice",
+    re.IGNORECASE,
+)
 _RETRY_STATUSES = frozenset({408, 409, 429})
 
 
