@@ -234,7 +234,8 @@ def test_store_errors_from_the_real_command(tmp_path: Path) -> None:
     assert _run("import", str(only_test), "--store", str(db)).returncode == 0
     search = _run("search", "--store", str(db), "--k", "1")
     assert search.returncode == 1
-    assert "needs a validation split" in search.stderr and "Traceback" not in search.stderr
+    assert "search needs validation samples of every model; none for 'a'" in search.stderr
+    assert "Traceback" not in search.stderr
 
     empty = tmp_path / "empty.db"
     assert _run("import", str(tmp_path / "absent.jsonl"), "--store", str(empty)).returncode == 1
@@ -282,3 +283,21 @@ def test_an_unwritable_output_folder_is_one_error_line(
     err = capsys.readouterr().err
     assert err.startswith("slm-mux: error: ") and str(blocker) in err
     assert err.count("\n") == 1
+
+
+def test_a_model_without_validation_samples_ranks_last_and_blocks_only_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _write_recorded(tmp_path / "all.jsonl")
+    kept = [r for r in rows if not (r["model"] == "narrow" and r["split"] == "validation")]
+    data = tmp_path / "partial.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    db = tmp_path / "s.db"
+    assert main(["import", str(data), "--store", str(db)]) == 0
+    capsys.readouterr()
+    out = _json(capsys, ["eval", "--store", str(db), "--k", str(SAMPLES), "--json"])
+    assert out["questions"] == 40
+    assert main(["eval", "--store", str(db)]) == 0
+    assert "no validation samples of 'narrow': they rank last" in capsys.readouterr().err
+    assert main(["search", "--store", str(db), "--k", "3"]) == 1
+    assert "none for 'narrow'" in capsys.readouterr().err

@@ -61,3 +61,19 @@ def test_the_demo_pool_file_answers_live_questions(
     assert set(answer["votes"]) == names
     assert answer["model"] in names
     assert answer["answer"].lstrip("-").isdigit()
+
+
+def test_a_smaller_or_reseeded_rerun_reports_only_its_own_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["demo", "--out", str(tmp_path), "--samples", "2", "--k", "2", "--trials", "1",
+              "--quiet", "--validation-questions", "6"]  # fmt: skip
+    assert main([*common, "--questions", "8"]) == 0
+    assert "arith test split, 8 questions" in capsys.readouterr().out
+    assert main([*common, "--questions", "5"]) == 0
+    assert "arith test split, 5 questions" in capsys.readouterr().out
+    assert main([*common, "--questions", "5", "--seed", "1"]) == 0
+    assert "arith test split, 5 questions" in capsys.readouterr().out
+    with Store(tmp_path / "store.db") as store:
+        texts = {s.question_id for s in store.samples(split="test")}
+    assert 8 < len(texts) <= 13  # seed 1 drew new questions beside the first 8

@@ -19,7 +19,7 @@ from slm_mux.backends.base import Price
 from slm_mux.backends.scripted import ScriptedBackend
 from slm_mux.collect import collect
 from slm_mux.engine import Member, Mux, MuxAnswer
-from slm_mux.errors import BackendError
+from slm_mux.errors import BackendError, InputError
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
 from slm_mux.testing.fake_server import FakeServerConfig, run_fake_server
@@ -324,3 +324,12 @@ def test_collection_counts_tokens_and_cost_at_the_pool_prices(tmp_path: Path) ->
     assert progress.prompt_tokens == sum(s.prompt_tokens or 0 for s in samples) > 0
     expected = (progress.prompt_tokens * 1.0 + progress.completion_tokens * 3.0) / 1e6
     assert progress.cost_usd == pytest.approx(expected)
+
+
+def test_collection_refuses_to_mix_generation_settings(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        _collect([_member("a", ["#### 2"])], store)
+        changed = Member(ScriptedBackend("a", {"*": ["#### 2"]}), k=4, settings_hash="h-other")
+        with pytest.raises(InputError, match="'a' has test samples drawn with other generation"):
+            _collect([changed], store)
+        assert store.count() == len(QUESTIONS) * 3

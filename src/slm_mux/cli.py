@@ -211,10 +211,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     accuracy: dict[str, float] = {}
     if args.store is not None:
-        from slm_mux.study import Study
+        from slm_mux.study import stored_validation_accuracy
 
-        study = Study.open(args.store, task=args.task, warn=_warn)
-        accuracy = study.validation_accuracy or {}
+        accuracy = stored_validation_accuracy(args.store, task=args.task, warn=_warn)
     with Mux.from_pool(
         args.pool,
         task=args.task,
@@ -367,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--samples", type=_positive, default=5, help="samples collected per model")
     sub.add_argument("--k", type=_positive, default=3, help="samples per model for SLM-MUX")
     sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of questions, sampling, draws")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the questions and the draws")
     sub.add_argument("--models-dir", help="folder of model folders (default: the bundled pool)")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -84,6 +84,19 @@ class _RateColumn(ProgressColumn):
         return Text(f"{speed} {task.fields['tokens']:>7} tok {task.fields['errors']} err")
 
 
+def _check_settings(store: Store, member: Member, task: str, split: Split) -> None:
+    """Refuse to mix samples drawn with other generation settings under one model name."""
+    if member.settings_hash is None:
+        return
+    other = store.settings_hashes(member.name, task, split) - {member.settings_hash}
+    if other:
+        raise InputError(
+            f"{store.path}: model {member.name!r} has {split} samples drawn with other "
+            "generation settings (model, temperature, max_tokens or seed); "
+            "use another store or model name"
+        )
+
+
 def _missing(wanted: int, stored: set[tuple[str, int]], question_id: str) -> list[int]:
     return [i for i in range(wanted) if (question_id, i) not in stored]
 
@@ -117,6 +130,7 @@ async def collect(
     counters: dict[str, ModelProgress] = {}
     jobs = []
     for member in members:
+        _check_settings(store, member, task.name, split)
         stored = store.stored_keys(member.name, task.name, split)
         counter = ModelProgress(member.name, wanted=member.k * len(questions), price=member.price)
         counters[member.name] = counter

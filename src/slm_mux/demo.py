@@ -31,6 +31,9 @@ from slm_mux.tasks.arith import generate_questions
 POOL_DIR = Path(__file__).resolve().parent / "pool_data"
 """Where the bundled models live, one folder each."""
 
+SAMPLING_SEED = 0
+"""Base seed of the bundled models' sampling (per question, see :func:`engine.sample_seed`)."""
+
 
 def bundled_models(folder: Path = POOL_DIR) -> list[Path]:
     """The bundled model folders (each with ``config.json``), sorted by name."""
@@ -55,9 +58,13 @@ def bundled_pool_file(
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo measured, and the report files it wrote."""
+    """What the demo measured, and the report files it wrote.
+
+    ``validation_accuracy`` picks the "best single model" of the headline.
+    """
 
     k: int
+    validation_accuracy: dict[str, float]
     evaluation: Evaluation
     pair: Evaluation
     search: SearchResult
@@ -68,12 +75,11 @@ class DemoResult:
         """The headline table as Markdown."""
         methods = self.evaluation.methods
         models = [name.removeprefix("sc:") for name in methods if name.startswith("sc:")]
-        best = max(models, key=lambda name: methods[f"sc:{name}"].accuracy)
-        pair_models = ", ".join(self.search.best[2].models)
-        pair_best = max(
-            (name for name in self.pair.methods if name.startswith("sc:")),
-            key=lambda name: self.pair.methods[name].accuracy,
-        )
+        # "Best" single models are picked by validation accuracy, never on test.
+        best = max(models, key=self.validation_accuracy.__getitem__)
+        pair = self.search.best[2].models
+        pair_best = f"sc:{max(pair, key=self.validation_accuracy.__getitem__)}"
+        pair_models = ", ".join(pair)
         rows = [
             (f"best single model, one sample ({best})", methods[f"single:{best}"]),
             (f"best single model, self-consistency ({best})", methods[f"sc:{best}"]),
@@ -85,7 +91,7 @@ class DemoResult:
         ]
         lines = [
             f"arith test split, {self.evaluation.questions} questions, k={self.k}, "
-            f"{self.evaluation.trials} trials",
+            f"{self.evaluation.draws_summary}",
             "",
             "| method | accuracy | std |",
             "|---|---:|---:|",
@@ -114,22 +120,29 @@ def run_demo(
         raise InputError(f"--k {k} is larger than --samples {samples}")
     task = get_task("arith")
     store_path = out / "store.db"
-    pool_file = bundled_pool_file(k=k, temperature=temperature, seed=seed, folder=models_dir)
+    # The sampling seed stays fixed: a question's samples depend only on the question and
+    # the generation settings, so runs with other --seed or sizes reuse what they share.
+    pool_file = bundled_pool_file(
+        k=k, temperature=temperature, seed=SAMPLING_SEED, folder=models_dir
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "pool.yaml").write_text(yaml.safe_dump(pool_file, sort_keys=False), encoding="utf-8")
     pool = pool_from_dict(pool_file, source=str(out / "pool.yaml"))
     members = members_of(pool, k=samples)
-    splits = (("validation", validation_questions), ("test", test_questions))
+    questions = {
+        "validation": generate_questions("validation", validation_questions, seed=seed),
+        "test": generate_questions("test", test_questions, seed=seed),
+    }
 
     async def gather() -> None:
         try:
             with Store(store_path) as store:
-                for split, count in splits:
-                    print(f"collecting {split}: {count} questions", file=log)
+                for split, items in questions.items():
+                    print(f"collecting {split}: {len(items)} questions", file=log)
                     report = await collect(
                         members,
                         task,
-                        generate_questions(split, count, seed=seed),  # type: ignore[arg-type]
+                        items,
                         split=split,  # type: ignore[arg-type]
                         store=store,
                         show_progress=show_progress,
@@ -140,7 +153,9 @@ def run_demo(
             await asyncio.gather(*(m.backend.aclose() for m in members))
 
     asyncio.run(gather())
-    study = Study.open(store_path, task="arith", warn=warn)
+    # The store may hold more (an earlier, larger run): evaluate only these questions.
+    wanted = [q.id for items in questions.values() for q in items]
+    study = Study.open(store_path, task="arith", question_ids=wanted, warn=warn)
     n_models = len(study.test.models)
     if n_models < 2:
         raise InputError(f"{models_dir}: the demo needs at least two models")
@@ -161,4 +176,12 @@ def run_demo(
         seed=seed,
         validation_accuracy=study.validation_accuracy,
     )
-    return DemoResult(k, report.evaluation, pair, report.search, report.scaling, report.files)
+    return DemoResult(
+        k,
+        study.validation_accuracy or {},
+        report.evaluation,
+        pair,
+        report.search,
+        report.scaling,
+        report.files,
+    )

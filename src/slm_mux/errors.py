@@ -5,7 +5,7 @@ The hierarchy::
     SlmMuxError                 anything slm-mux raises on purpose
     ├── InputError              bad user input: a file, a flag, a config key
     │   └── FormatError         a malformed data file (carries file and line)
-    ├── StoreError              the sample store is missing data asked for
+    ├── StoreError              the store lacks what was asked for, or holds conflicting data
     └── BackendError            a model server or in-process model failed
 
 Every message is one line that names the culprit (file:line, model, key or
@@ -35,7 +35,8 @@ class FormatError(InputError):
 
 
 class StoreError(SlmMuxError):
-    """The sample store lacks what was asked for (empty, missing split, too few samples)."""
+    """The store lacks what was asked for (empty, missing split, too few samples)
+    or already holds conflicting data (a question id stored with another text)."""
 
 
 class BackendError(SlmMuxError):

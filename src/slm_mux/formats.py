@@ -27,10 +27,9 @@ then stores writes nothing from a bad file.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,11 +39,17 @@ from slm_mux.errors import FormatError, InputError
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.store import Store
 from slm_mux.tasks import Task, get_task
+from slm_mux.tasks.base import question_hash
+from slm_mux.tasks.data import is_unicode
 
 Format = Literal["jsonl", "authors"]
 PathLike = str | os.PathLike[str]
 
 _Check = Callable[[Any], bool]
+
+_SQLITE_INTEGER_END = 2**63  # SQLite INTEGER columns hold -2**63 .. 2**63-1
+
+_TOO_LONG = "a number too long to read"
 
 
 def _is_name(value: Any) -> bool:
@@ -56,15 +61,17 @@ def _is_string(value: Any) -> bool:
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _SQLITE_INTEGER_END
+    )
 
 
 def _is_seconds(value: Any) -> bool:
+    # The upper bound keeps out infinity, NaN and integers too large for a float.
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
+        and 0 <= value <= sys.float_info.max
     )
 
 
@@ -84,7 +91,7 @@ _REQUIRED: dict[str, tuple[_Check, str]] = {
     "model": (_is_name, "a non-empty string"),
     "question_id": (_is_name, "a non-empty string"),
     "split": (_is_split, " or ".join(repr(split) for split in SPLITS)),
-    "sample": (_is_count, "a non-negative integer"),
+    "sample": (_is_count, "an integer from 0 to 2**63-1"),
     "answer": (_or_null(_is_string), "a string or null"),
     "reference": (_is_string, "a string"),
 }
@@ -92,9 +99,9 @@ _OPTIONAL: dict[str, tuple[_Check, str]] = {
     "task": (_is_name, "a task name"),
     "correct": (_or_null(_is_bool), "true, false or null"),
     "text": (_or_null(_is_string), "a string or null"),
-    "prompt_tokens": (_or_null(_is_count), "a non-negative integer or null"),
-    "completion_tokens": (_or_null(_is_count), "a non-negative integer or null"),
-    "latency_s": (_or_null(_is_seconds), "a non-negative number or null"),
+    "prompt_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
+    "completion_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
+    "latency_s": (_or_null(_is_seconds), "a finite non-negative number or null"),
     "finish_reason": (_or_null(_is_string), "a string or null"),
     "settings_hash": (_or_null(_is_string), "a string or null"),
     "created_at": (_or_null(_is_string), "a string or null"),
@@ -147,11 +154,6 @@ class _Grading:
         return self._verdicts[key]
 
 
-def question_hash(text: str) -> str:
-    """A stable id for a question without one: sha1 of its stripped text, 12 hex digits."""
-    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:12]
-
-
 # JSON Lines
 
 
@@ -165,6 +167,8 @@ def _jsonl_sample(
         raise FormatError(
             path, lineno, f"invalid JSON ({error.msg}, column {error.colno})"
         ) from None
+    except ValueError:  # json refuses integers of more than 4300 digits
+        raise FormatError(path, lineno, f"invalid JSON ({_TOO_LONG})") from None
     if not isinstance(record, dict):
         raise FormatError(path, lineno, f"expected a JSON object, got {_shown(record)}")
     unknown = [key for key in record if key not in _FIELDS]
@@ -177,6 +181,8 @@ def _jsonl_sample(
         check, expected = _FIELDS[key]
         if not check(value):
             raise FormatError(path, lineno, f"{key!r} must be {expected}, got {_shown(value)}")
+        if isinstance(value, str) and not is_unicode(value):
+            raise FormatError(path, lineno, f"{key!r} is not valid Unicode (a lone surrogate)")
     record.setdefault("task", default_task)
     try:
         grading.task(record["task"])
@@ -255,6 +261,8 @@ def _load_json(path: PathLike) -> Any:
         raise FormatError(str(path), None, "not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise FormatError(str(path), error.lineno, f"invalid JSON ({error.msg})") from None
+    except ValueError:
+        raise FormatError(str(path), None, f"invalid JSON ({_TOO_LONG})") from None
 
 
 def _scalar(value: Any) -> str | None:
@@ -270,6 +278,12 @@ def _first_key(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return next((key for key in keys if key in item), None)
 
 
+def _require_unicode(name: str, where: str, *texts: str | None) -> None:
+    """Raise :class:`FormatError` unless every text is valid Unicode (the store refuses others)."""
+    if not all(text is None or is_unicode(text) for text in texts):
+        raise FormatError(name, None, f"{where}: a string is not valid Unicode (a lone surrogate)")
+
+
 def _authors_responses(name: str, data: Any) -> tuple[list[Any], str | None]:
     """The ``responses`` list of an authors' layout document, and its model name if any."""
     if isinstance(data, list):
@@ -281,6 +295,7 @@ def _authors_responses(name: str, data: Any) -> tuple[list[Any], str | None]:
         return data["responses"], None
     if not _is_name(data[model_key]):
         raise FormatError(name, None, f"{model_key!r} must be a non-empty string")
+    _require_unicode(name, repr(model_key), data[model_key])
     return data["responses"], data[model_key]
 
 
@@ -298,6 +313,7 @@ def _authors_question(name: str, where: str, item: Any) -> tuple[str, str, str, 
         raise FormatError(
             name, None, f"{where}: no reference ('reference_answer', 'correct_answer' or 'answer')"
         )
+    _require_unicode(name, where, question, reference)
     id_key = _first_key(item, _ID_KEYS)
     if id_key is None:
         question_id = question_hash(question)
@@ -311,6 +327,7 @@ def _authors_question(name: str, where: str, item: Any) -> tuple[str, str, str, 
     entries = item.get("samples")
     if not isinstance(entries, list):
         raise FormatError(name, None, f"{where}: 'samples' must be a list")
+    _require_unicode(name, where, question_id)
     return question_id, question, reference.strip(), entries
 
 
@@ -328,6 +345,7 @@ def _authors_sample(name: str, where: str, entry: Any) -> tuple[str | None, str 
     text = None if response_key is None else entry[response_key]
     if text is not None and not isinstance(text, str):
         raise FormatError(name, None, f"{where}: {response_key!r} must be a string or null")
+    _require_unicode(name, where, answer, text)
     return answer.strip() or None, text
 
 
@@ -381,10 +399,11 @@ def read_authors(
     """Samples from one model's file in the authors' layout.
 
     The model is ``model``, else the file's ``model``/``model_name``, else the
-    file stem. A question without an id gets :func:`question_hash` of its text,
-    so the same question in different models' files gets the same id. The
-    sample index is the position in ``samples``; ``correct`` is graded by
-    ``task``. A malformed file raises :class:`FormatError` naming the response.
+    file stem. A question without an id gets
+    :func:`~slm_mux.tasks.base.question_hash` of its text, so the same question
+    in different models' files gets the same id. The sample index is the
+    position in ``samples``; ``correct`` is graded by ``task``. A malformed
+    file raises :class:`FormatError` naming the response.
     """
     return _read_authors(path, model, split, task)[0]
 
@@ -402,7 +421,7 @@ def detect_format(path: PathLike) -> Format:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # not one JSON document (or a number too long to read)
             return "jsonl"
         if isinstance(data, dict) and "responses" in data:
             return "authors"
@@ -450,11 +469,14 @@ def read_file(
 
 
 def store_contents(store: Store, contents: FileContents) -> int:
-    """Write what :func:`read_file` read; returns the number of new samples."""
-    new = store.add(contents.samples)
+    """Write what :func:`read_file` read; returns the number of new samples.
+
+    The questions go first, so a question id the store holds for a different
+    question raises :class:`~slm_mux.errors.StoreError` before any sample is written.
+    """
     if contents.questions and contents.split is not None:
         store.add_questions(contents.task, contents.split, contents.questions)
-    return new
+    return store.add(contents.samples)
 
 
 def import_file(

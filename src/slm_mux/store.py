@@ -6,7 +6,7 @@ Tables:
   sample); writes keep the first row stored under a key, so importing the same
   data twice changes nothing;
 - ``questions``: question text and reference per (task, split, question_id),
-  for reports;
+  for reports; an id is never stored for two different questions;
 - ``failures``: questions whose collection failed, with the last error;
 - ``schema_version``: one integer, :data:`SCHEMA_VERSION`.
 
@@ -300,21 +300,48 @@ class Store:
         )
         return {(question_id, sample) for question_id, sample in rows}
 
+    def settings_hashes(self, model: str, task: str, split: str) -> set[str]:
+        """The distinct generation settings hashes stored for one model, task and split."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT settings_hash FROM samples "
+            "WHERE model = ? AND task = ? AND split = ? AND settings_hash IS NOT NULL",
+            (model, task, split),
+        )
+        return {settings_hash for (settings_hash,) in rows}
+
     # Questions
 
     def add_questions(
         self, task: str, split: str, questions: Iterable[tuple[str, str, str]]
     ) -> int:
-        """Store (question_id, text, reference) triples; returns how many were new."""
-        rows = [(task, split, qid, text, reference) for qid, text, reference in questions]
+        """Store (question_id, text, reference) triples; returns how many were new.
+
+        A question already stored with the same text and reference (ignoring
+        surrounding whitespace) is skipped. One stored with a different text or
+        reference raises :class:`StoreError` and nothing of the call is written:
+        its samples would be mistaken for answers to the other question.
+        """
         with self._write():
-            before = self._conn.total_changes
-            self._conn.executemany(
-                "INSERT INTO questions (task, split, question_id, text, reference) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows,
-            )
-            return self._conn.total_changes - before
+            new = 0
+            for question_id, text, reference in questions:
+                stored = self._conn.execute(
+                    "SELECT text, reference FROM questions "
+                    "WHERE task = ? AND split = ? AND question_id = ?",
+                    (task, split, question_id),
+                ).fetchone()
+                if stored is None:
+                    self._conn.execute(
+                        "INSERT INTO questions (task, split, question_id, text, reference) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (task, split, question_id, text, reference),
+                    )
+                    new += 1
+                elif (stored[0].strip(), stored[1].strip()) != (text.strip(), reference.strip()):
+                    raise StoreError(
+                        f"{self.path}: question {question_id!r} ({task}, {split}) is stored "
+                        "with a different text or reference; use another --store"
+                    )
+            return new
 
     def question_text(self, task: str, split: str, question_id: str) -> str | None:
         """The stored text of a question, or ``None`` when it is not stored."""

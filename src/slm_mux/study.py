@@ -8,7 +8,7 @@ only — never from test answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from slm_mux.analysis import (
     write_report,
 )
 from slm_mux.errors import InputError, StoreError
+from slm_mux.sample import Sample
 from slm_mux.store import Store
 
 Warn = Callable[[str], None]
@@ -52,36 +53,23 @@ class Study:
         *,
         models: Sequence[str] | None = None,
         task: str | None = None,
+        question_ids: Collection[str] | None = None,
         warn: Warn = _ignore,
     ) -> Study:
-        """Load the samples of ``task`` (the store's only task by default) for ``models``."""
-        with Store(store, create=False) as db:
-            tasks = db.tasks()
-            if not tasks:
-                raise StoreError(f"{store}: the store is empty; import or collect samples first")
-            if task is None:
-                if len(tasks) > 1:
-                    raise InputError(
-                        f"{store} holds several tasks ({', '.join(tasks)}); choose one with --task"
-                    )
-                task = tasks[0]
-            elif task not in tasks:
-                raise InputError(
-                    f"{store} has no samples of task {task!r} (has: {', '.join(tasks)})"
-                )
-            samples = db.samples(task=task)
-        splits = {s.split for s in samples}
-        if "test" not in splits:
+        """Load the samples of ``task`` (the store's only task by default) for ``models``.
+
+        ``question_ids``, when given, keeps only those questions.
+        """
+        task, samples = _load(store, task, question_ids)
+        if not any(s.split == "test" for s in samples):
             raise StoreError(f"{store}: no samples in split 'test' for task {task!r}")
         test = SampleArrays.from_samples(samples, models=models, split="test")
-        validation = None
-        if "validation" in splits:
-            validation = SampleArrays.from_samples(samples, models=test.models, split="validation")
-        else:
-            warn(
-                f"{store}: no validation split for task {task!r}; "
-                "confidence ties go to the given model order"
-            )
+        validation = _validation_arrays(store, task, samples, test.models, warn)
+        overlap = {s.question_id for s in samples if s.split == "test"} & (
+            set(validation.question_ids) if validation is not None else set()
+        )
+        if overlap:
+            warn(f"{len(overlap)} questions are in both the validation and the test split")
         for arrays in (test, validation):
             if arrays is not None and arrays.dropped_questions:
                 warn(
@@ -92,13 +80,18 @@ class Study:
 
     @property
     def validation_accuracy(self) -> dict[str, float] | None:
-        """Mean per-sample accuracy per model on the validation split, if there is one."""
+        """Mean per-sample validation accuracy of the models that have validation samples."""
         return None if self.validation is None else validation_accuracy(self.validation)
 
     def _need_validation(self, what: str) -> SampleArrays:
-        if self.validation is None:
-            raise StoreError(f"{self.store}: {what} needs a validation split; import one first")
-        return self.validation
+        validation = self.validation
+        missing = [m for m in self.test.models if validation is None or m not in validation.models]
+        if validation is None or missing:
+            raise StoreError(
+                f"{self.store}: {what} needs validation samples of every model; "
+                f"none for {', '.join(repr(m) for m in missing)}"
+            )
+        return validation
 
     def _default_k(self, k: int | None) -> int:
         return int(self.test.recorded.min()) if k is None else k
@@ -130,9 +123,19 @@ class Study:
         )
 
     def scale(
-        self, *, max_models: int, lam: float, trials: int, seed: int, k: int | None = None
+        self,
+        *,
+        max_models: int,
+        lam: float,
+        trials: int,
+        seed: int,
+        k: int | None = None,
+        found: SearchResult | None = None,
     ) -> Scaling:
-        """Accuracy against samples per model and against number of models."""
+        """Accuracy against samples per model and against number of models.
+
+        ``found`` reuses a search already run with the same ``k``, ``lam`` and sizes.
+        """
         return scale(
             self._need_validation("scale"),
             self.test,
@@ -141,6 +144,7 @@ class Study:
             lam=lam,
             max_models=max_models,
             k=k,
+            found=found,
         )
 
     def report(
@@ -160,7 +164,9 @@ class Study:
         plots: list[Path] = []
         if self.validation is not None:
             found = self.search(k=k, max_models=max_models, lam=lam, trials=trials, seed=seed)
-            scaling = self.scale(max_models=max_models, lam=lam, trials=trials, seed=seed, k=k)
+            scaling = self.scale(
+                max_models=max_models, lam=lam, trials=trials, seed=seed, k=found.k, found=found
+            )
             plots = write_plots(scaling, out_dir)
         else:
             self.warn("no validation split: the report has no search and no scaling sweep")
@@ -186,3 +192,54 @@ class Report:
     search: SearchResult | None
     scaling: Scaling | None
     files: list[Path]
+
+
+def stored_validation_accuracy(
+    store: str | Path, *, task: str | None = None, warn: Warn = _ignore
+) -> dict[str, float]:
+    """Tie-break accuracy per model from a store's validation split (empty without one)."""
+    task, samples = _load(store, task, None)
+    models = sorted({s.model for s in samples if s.split == "validation"})
+    arrays = _validation_arrays(store, task, samples, models, warn)
+    return {} if arrays is None else validation_accuracy(arrays)
+
+
+def _load(
+    store: str | Path, task: str | None, question_ids: Collection[str] | None
+) -> tuple[str, list[Sample]]:
+    """The task's name and its samples (all, or those of ``question_ids``)."""
+    with Store(store, create=False) as db:
+        tasks = db.tasks()
+        if not tasks:
+            raise StoreError(f"{store}: the store is empty; import or collect samples first")
+        if task is None:
+            if len(tasks) > 1:
+                raise InputError(
+                    f"{store} holds several tasks ({', '.join(tasks)}); choose one with --task"
+                )
+            task = tasks[0]
+        elif task not in tasks:
+            raise InputError(f"{store} has no samples of task {task!r} (has: {', '.join(tasks)})")
+        samples = db.samples(task=task)
+    if question_ids is not None:
+        wanted = set(question_ids)
+        samples = [s for s in samples if s.question_id in wanted]
+    return task, samples
+
+
+def _validation_arrays(
+    store: str | Path, task: str, samples: Sequence[Sample], models: Sequence[str], warn: Warn
+) -> SampleArrays | None:
+    """Validation arrays of the ``models`` that have validation samples; warns about the rest."""
+    present = {s.model for s in samples if s.split == "validation"}
+    chosen = [m for m in models if m in present]
+    if not chosen:
+        warn(
+            f"{store}: no validation split for task {task!r}; "
+            "confidence ties go to the given model order"
+        )
+        return None
+    if len(chosen) < len(models):
+        absent = ", ".join(repr(m) for m in models if m not in present)
+        warn(f"no validation samples of {absent}: they rank last in confidence ties")
+    return SampleArrays.from_samples(samples, models=chosen, split="validation")

@@ -56,12 +56,18 @@ def test_models_in_given_order() -> None:
     assert arrays.answers[q2] == ["8", "9", "7"]
 
 
-def test_stored_verdict_preferred_for_sample_accuracy() -> None:
-    samples = samples_from_table({"a": {"q": ["no", "yes"]}}, {"q": "yes"})
-    samples[0] = replace(samples[0], correct=True)
-    arrays = SampleArrays.from_samples(samples, split="test")
-    assert arrays.sample_correct[0, 0].tolist() == [True, True]
-    assert arrays.code_correct[0].tolist() == [False, True]
+def test_stored_verdicts_are_ignored_in_favour_of_the_grader() -> None:
+    table, references = random_table(4, models=2, questions=6, samples=3, ragged=True)
+    graded = samples_from_table(table, references)
+    flipped = [replace(s, correct=s.answer != references[s.question_id]) for s in graded]
+    arrays = SampleArrays.from_samples(flipped, split="test")
+    for m, model in enumerate(arrays.models):
+        for q, question_id in enumerate(arrays.question_ids):
+            answers = table[model][question_id]
+            expected = [a == "A" for a in answers] + [False] * (
+                arrays.codes.shape[2] - len(answers)
+            )
+            assert arrays.sample_correct[m, q].tolist() == expected
 
 
 def test_subset_keeps_questions_and_reorders_models(arrays: SampleArrays) -> None:
@@ -117,20 +123,18 @@ def test_require_samples_names_model_and_question(arrays: SampleArrays) -> None:
         arrays.require_samples(0)
 
 
-def test_validation_accuracy_from_samples_and_arrays_agree() -> None:
+def test_validation_accuracy_is_the_mean_per_sample_accuracy() -> None:
     table, references = random_table(3, models=3, questions=20, samples=5, ragged=True)
-    samples = samples_from_table(table, references, split="validation")
+    arrays = SampleArrays.from_samples(
+        samples_from_table(table, references, split="validation"), split="validation"
+    )
     expected = {
         model: float(np.mean([a == "A" for answers in rows.values() for a in answers]))
         for model, rows in table.items()
     }
-    assert validation_accuracy(samples) == pytest.approx(expected)
-    arrays = SampleArrays.from_samples(samples, split="validation")
     assert validation_accuracy(arrays) == pytest.approx(expected)
 
 
 def test_validation_accuracy_refuses_test_arrays(arrays: SampleArrays) -> None:
     with pytest.raises(InputError, match="needs the validation split, got 'test'"):
         validation_accuracy(arrays)
-    with pytest.raises(StoreError, match="no samples in split 'validation'"):
-        validation_accuracy(samples_from_table(TABLE, REFERENCES))

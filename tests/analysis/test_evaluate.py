@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -149,10 +150,45 @@ def test_attribution_and_first_trial() -> None:
     ]
 
 
+def test_imported_verdicts_cannot_split_single_from_self_consistency() -> None:
+    # Stored verdicts say the opposite of the grader; every method follows the grader.
+    table, references = random_table(6, models=3, questions=30, samples=4)
+    samples = [
+        replace(s, correct=s.answer != references[s.question_id])
+        for s in samples_from_table(table, references)
+    ]
+    arrays = SampleArrays.from_samples(samples, split="test")
+    drawn_one = evaluate(arrays, k=1, trials=7, seed=5).methods
+    for model, rows in table.items():
+        assert drawn_one[f"single:{model}"] == drawn_one[f"sc:{model}"]
+        alone = evaluate(arrays.subset([model]), k=1, trials=7, seed=5).methods
+        assert alone["slm-mux"] == alone[f"sc:{model}"] == alone[f"single:{model}"]
+        every_sample = evaluate(arrays, k=4, trials=1, seed=0).methods[f"single:{model}"]
+        hits = sum(a == "A" for answers in rows.values() for a in answers)
+        assert every_sample.accuracy == pytest.approx(hits / (30 * 4))
+
+
+@pytest.mark.parametrize(
+    ("k", "trials", "header", "passes"),
+    [
+        (3, 4, "1 test questions, k=3, 1 pass (all recorded samples)\n", 1),
+        (2, 4, "1 test questions, k=2, 4 trials, seed 0\n", 4),
+        (1, 1, "1 test questions, k=1, 1 trial, seed 0\n", 1),
+    ],
+)
+def test_header_says_one_pass_when_all_samples_are_used(
+    k: int, trials: int, header: str, passes: int
+) -> None:
+    result = evaluate(arrays_of(TIE, {"q": "x"}), k=k, trials=trials, seed=0)
+    assert result.to_markdown().startswith(header)
+    data = result.to_json()
+    assert (data["trials"], data["passes"], data["all_recorded"]) == (trials, passes, k == 3)
+
+
 def test_json_shape() -> None:
     arrays = arrays_of(TIE, {"q": "x"})
     data = evaluate(arrays, k=2, trials=4, seed=0).to_json()
-    assert {"questions", "k", "trials", "methods", "attribution"} <= set(data)
+    assert {"questions", "k", "trials", "passes", "methods", "attribution"} <= set(data)
     assert list(data["methods"]) == method_names(["a", "b"])
     assert data["methods"]["slm-mux"].keys() == {"accuracy", "std"}
     assert (data["questions"], data["k"], data["trials"]) == (1, 2, 4)

@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slm_mux.analysis.arrays import SampleArrays, validation_accuracy
 from slm_mux.analysis.evaluate import evaluate
 from slm_mux.analysis.report import write_report
 from slm_mux.analysis.scaling import Scaling, scale, write_plots
-from slm_mux.analysis.search import search, with_test_accuracy
+from slm_mux.analysis.search import SearchResult, SubsetScore, search, with_test_accuracy
+from slm_mux.errors import InputError
+from slm_mux.sample import Split
 
-from .builders import random_table, samples_from_table
+from .builders import Table, random_table, samples_from_table
+
+VALIDATION, VALIDATION_REFERENCES = random_table(21, models=4, questions=40, samples=4)
+TEST, TEST_REFERENCES = random_table(22, models=4, questions=40, samples=4)
+
+
+def arrays_of(
+    table: Table, references: dict[str, str], split: Split, models: Sequence[str] | None = None
+) -> SampleArrays:
+    samples = samples_from_table(table, references, split=split)
+    return SampleArrays.from_samples(samples, models=models, split=split)
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The most frequent non-empty answer, ties to the one that occurs first."""
+    counts = Counter(a for a in answers if a)
+    return next((a for a in answers if a and counts[a] == max(counts.values())), None)
+
+
+def sc_accuracy(table: Table, references: dict[str, str], model: str) -> float:
+    """Share of questions where the model's majority over all its samples is right."""
+    rows = table[model]
+    return float(np.mean([majority_answer(rows[q]) == references[q] for q in references]))
 
 
 @pytest.fixture(scope="module")
 def splits() -> tuple[SampleArrays, SampleArrays]:
-    table, references = random_table(21, models=4, questions=40, samples=4)
-    validation = SampleArrays.from_samples(
-        samples_from_table(table, references, split="validation"), split="validation"
+    return (
+        arrays_of(VALIDATION, VALIDATION_REFERENCES, "validation"),
+        arrays_of(TEST, TEST_REFERENCES, "test"),
     )
-    table, references = random_table(22, models=4, questions=40, samples=4)
-    test = SampleArrays.from_samples(samples_from_table(table, references), split="test")
-    return validation, test
 
 
 @pytest.fixture(scope="module")
@@ -34,27 +58,165 @@ def scaling(splits: tuple[SampleArrays, SampleArrays]) -> Scaling:
 
 
 def test_sweep_over_samples(splits: tuple[SampleArrays, SampleArrays], scaling: Scaling) -> None:
-    _, test = splits
+    validation, test = splits
+    per_sample = {
+        model: np.mean([a == "A" for answers in rows.values() for a in answers])
+        for model, rows in VALIDATION.items()
+    }
+    best = max(sorted(per_sample), key=per_sample.__getitem__)
     assert [p.k for p in scaling.by_samples] == [1, 2, 3, 4]
-    accuracy = validation_accuracy(splits[0])
+    assert {p.best_single_model for p in scaling.by_samples} == {best}
+    accuracy = validation_accuracy(validation)
     for point in scaling.by_samples:
         methods = evaluate(test, k=point.k, trials=4, seed=2, validation_accuracy=accuracy).methods
         assert point.slm_mux == methods["slm-mux"].accuracy
         assert point.agent_forest == methods["agent-forest"].accuracy
-        assert point.best_single_sc == max(methods[f"sc:{m}"].accuracy for m in test.models)
-        assert point.best_single_sc == methods[f"sc:{point.best_single_model}"].accuracy
+        assert point.best_single_sc == methods[f"sc:{best}"].accuracy
+    assert scaling.by_samples[-1].best_single_sc == pytest.approx(
+        sc_accuracy(TEST, TEST_REFERENCES, best)
+    )
+
+
+def test_best_single_model_is_picked_on_validation_not_test() -> None:
+    # a is perfect on validation but worse than b on test.
+    validation = arrays_of(
+        {"a": {"q1": ["r", "r"], "q2": ["r", "r"]}, "b": {"q1": ["r", "w"], "q2": ["w", "w"]}},
+        {"q1": "r", "q2": "r"},
+        "validation",
+    )
+    test_table: Table = {
+        "a": {"q1": ["w", "w"], "q2": ["r", "w"]},
+        "b": {"q1": ["r", "r"], "q2": ["r", "r"]},
+    }
+    test = arrays_of(test_table, {"q1": "r", "q2": "r"}, "test")
+    result = scale(validation, test, trials=3, seed=0, max_models=1)
+    assert [(p.k, p.best_single_model) for p in result.by_samples] == [(1, "a"), (2, "a")]
+    assert result.by_samples[-1].best_single_sc == 0.5  # q2: r and w tie, r comes first
+    assert sc_accuracy(test_table, {"q1": "r", "q2": "r"}, "b") == 1.0
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+def test_best_single_model_ties_go_to_given_order(order: list[str]) -> None:
+    same: Table = {"a": {"q": ["r", "w"]}, "b": {"q": ["w", "r"]}}
+    validation = arrays_of(same, {"q": "r"}, "validation")
+    test = arrays_of(same, {"q": "r"}, "test", models=order)
+    result = scale(validation, test, trials=1, seed=0, max_models=1)
+    assert {p.best_single_model for p in result.by_samples} == {order[0]}
 
 
 def test_sweep_over_models(splits: tuple[SampleArrays, SampleArrays], scaling: Scaling) -> None:
-    validation, _ = splits
+    validation, test = splits
     assert scaling.k == 4
     best = search(validation, k=4, max_models=3).best
-    assert [p.size for p in scaling.by_models] == [1, 2, 3]
-    for point in scaling.by_models:
-        assert point.models == best[point.size].models
-        assert point.union_accuracy >= point.slm_mux
+    accuracy = validation_accuracy(validation)
+    rows = []
+    for size in (1, 2, 3):
+        models = best[size].models
+        mux = evaluate(test.subset(models), k=4, trials=1, seed=0, validation_accuracy=accuracy)
+        union = np.mean(
+            [
+                any(majority_answer(TEST[m][q]) == TEST_REFERENCES[q] for m in models)
+                for q in TEST_REFERENCES
+            ]
+        )
+        point = scaling.by_models[size - 1]
+        assert (point.size, point.models) == (size, models)
+        assert point.slm_mux == mux.methods["slm-mux"].accuracy
+        assert point.union_accuracy == pytest.approx(union)
+        rows.append(
+            f"| {size} | {', '.join(models)} | {mux.methods['slm-mux'].accuracy:.4f} | "
+            f"{union:.4f} |"
+        )
     table = scaling.to_markdown()
-    assert "| 4 |" in table and ", ".join(scaling.by_models[-1].models) in table
+    assert table.splitlines()[-3:] == rows
+    assert table.startswith("Best single model by validation accuracy;")
+
+
+def test_given_search_is_reused(
+    splits: tuple[SampleArrays, SampleArrays], scaling: Scaling
+) -> None:
+    validation, test = splits
+    again = scale(
+        validation,
+        test,
+        trials=4,
+        seed=2,
+        max_models=3,
+        found=search(validation, k=4, max_models=3),
+    )
+    assert again.to_json() == scaling.to_json()
+    searched = search(validation, k=2, max_models=1, lam=0.5).best[1].models
+    other = next(m for m in test.models if (m,) != searched)
+    found = SearchResult(
+        best={1: SubsetScore((other,), objective=0.0, union_accuracy=0.0, contradiction=0.0)},
+        exact=False,
+        lam=0.5,
+        k=2,
+    )
+    result = scale(validation, test, trials=4, seed=2, lam=0.5, max_models=1, found=found)
+    assert [p.models for p in result.by_models] == [(other,)]
+    assert (result.k, result.lam, result.exact) == (2, 0.5, False)
+    expected = evaluate(
+        test.subset([other]),
+        k=2,
+        trials=4,
+        seed=2,
+        validation_accuracy=validation_accuracy(validation),
+    )
+    assert result.by_models[0].slm_mux == expected.methods["slm-mux"].accuracy
+
+
+@pytest.mark.parametrize(
+    ("k", "lam", "max_models", "asked"),
+    [
+        (2, 1.0, 3, "k=2, lambda=1, sizes up to 3"),
+        (None, 0.5, 3, "k=4, lambda=0.5, sizes up to 3"),
+        (4, 1.0, 2, "k=4, lambda=1, sizes up to 2"),
+    ],
+)
+def test_given_search_must_match_the_request(
+    splits: tuple[SampleArrays, SampleArrays],
+    k: int | None,
+    lam: float,
+    max_models: int,
+    asked: str,
+) -> None:
+    validation, test = splits
+    found = search(validation, k=4, max_models=3)
+    with pytest.raises(InputError) as raised:
+        scale(validation, test, trials=1, seed=0, lam=lam, max_models=max_models, k=k, found=found)
+    assert str(raised.value) == (
+        f"the given search has k=4, lambda=1, sizes up to 3; scaling asked for {asked}"
+    )
+
+
+def test_test_model_without_validation_samples_is_refused(
+    splits: tuple[SampleArrays, SampleArrays],
+) -> None:
+    validation, test = splits
+    with pytest.raises(
+        InputError, match=r"^model 'm3' has test samples but no validation samples$"
+    ):
+        scale(validation.subset(["m0", "m1", "m2"]), test, trials=1, seed=0, max_models=1)
+
+
+@pytest.mark.parametrize(
+    ("k", "note"),
+    [
+        (4, "40 questions, k=4 samples per model, 1 pass (all recorded samples); std is 0."),
+        (
+            2,
+            "40 questions, k=2 samples per model, 3 trials, seed 0; std is across trials (ddof=0).",
+        ),
+    ],
+)
+def test_report_says_how_samples_were_drawn(
+    tmp_path: Path, splits: tuple[SampleArrays, SampleArrays], k: int, note: str
+) -> None:
+    evaluation = evaluate(splits[1], k=k, trials=3, seed=0)
+    md_path, html_path = write_report(tmp_path, evaluation=evaluation)
+    assert f"\n{note}\n" in md_path.read_text()
+    assert f'<p class="note">{note}</p>' in html_path.read_text()
 
 
 def test_plots_and_report(
@@ -84,6 +246,11 @@ def test_plots_and_report(
     )
     markdown, page = md_path.read_text(), html_path.read_text()
     assert "![accuracy_vs_k](../plots/accuracy_vs_k.png)" in markdown
+    assert (
+        "\nBest single model by validation accuracy (chosen once, the same at every k)" in markdown
+    )
+    best = scaling.by_samples[0].best_single_model
+    assert len(re.findall(rf"^\| \d \|.* \| {best} \|$", markdown, re.M)) == len(scaling.by_samples)
     assert len(re.findall(r"^\| q\d\d \| m\d \|", markdown, re.M)) == len(evaluation.first_trial)
     assert page.count('src="data:image/png;base64,') == 2
     assert not re.search(r"(src|href)=\"(?!data:)", page)

@@ -9,17 +9,19 @@ from typing import Any
 
 import pytest
 
-from slm_mux.errors import FormatError, InputError
+from slm_mux.errors import FormatError, InputError, StoreError
 from slm_mux.formats import (
     detect_format,
     import_file,
-    question_hash,
     read_authors,
+    read_file,
     read_jsonl,
+    store_contents,
     write_jsonl,
 )
 from slm_mux.sample import Sample
 from slm_mux.store import Store
+from slm_mux.tasks.base import question_hash
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -131,15 +133,25 @@ BAD_LINES = [
     (line(reference=None), "missing key 'reference'"),
     (line(model=""), "'model' must be a non-empty string"),
     (line(question_id=3), "'question_id' must be a non-empty string, got 3"),
-    (line(sample=-1), "'sample' must be a non-negative integer, got -1"),
-    (line(sample="0"), "'sample' must be a non-negative integer"),
-    (line(sample=True), "'sample' must be a non-negative integer, got true"),
-    (line(sample=1.0), "'sample' must be a non-negative integer"),
+    (line(sample=-1), "'sample' must be an integer from 0 to 2**63-1, got -1"),
+    (line(sample="0"), "'sample' must be an integer from 0 to 2**63-1"),
+    (line(sample=True), "'sample' must be an integer from 0 to 2**63-1, got true"),
+    (line(sample=1.0), "'sample' must be an integer from 0 to 2**63-1"),
+    (line(sample=2**63), f"'sample' must be an integer from 0 to 2**63-1, got {2**63}"),
+    (line(sample=10**30), "'sample' must be an integer from 0 to 2**63-1"),
     (line(split="train"), "'split' must be 'validation' or 'test', got \"train\""),
     (line(answer=42), "'answer' must be a string or null"),
     (line(task="nope"), "unknown task 'nope'"),
-    (line(prompt_tokens=-5), "'prompt_tokens' must be a non-negative integer or null"),
-    (line(latency_s="fast"), "'latency_s' must be a non-negative number or null"),
+    (line(prompt_tokens=-5), "'prompt_tokens' must be an integer from 0 to 2**63-1 or null"),
+    (line(prompt_tokens=2**63), "'prompt_tokens' must be an integer from 0 to 2**63-1 or null"),
+    (line(completion_tokens=2**64), "'completion_tokens' must be an integer from 0 to 2**63-1"),
+    (line(latency_s="fast"), "'latency_s' must be a finite non-negative number or null"),
+    (line(latency_s=10**400), "'latency_s' must be a finite non-negative number or null"),
+    (line()[:-1] + ', "latency_s": 1e400}', "'latency_s' must be a finite non-negative number"),
+    (line()[:-1] + ', "latency_s": NaN}', "'latency_s' must be a finite non-negative number"),
+    (line()[:-1] + ', "sample": ' + "9" * 5000 + "}", "invalid JSON (a number too long to read)"),
+    (line(answer="a\ud800b"), "'answer' is not valid Unicode (a lone surrogate)"),
+    (line(question_id="\udc80"), "'question_id' is not valid Unicode"),
     (line(correct="yes"), "'correct' must be true, false or null"),
     (line(text=["x"]), "'text' must be a string or null"),
     (line(answer="7"), "repeats line 1 with a different answer"),
@@ -158,6 +170,15 @@ def test_malformed_jsonl_is_rejected_whole(
     assert reason in message
     assert "\n" not in message
     assert store.count() == 0
+
+
+def test_largest_values_sqlite_holds_are_stored(tmp_path: Path, store: Store) -> None:
+    biggest = 2**63 - 1
+    record = line(sample=biggest, prompt_tokens=biggest, completion_tokens=0, latency_s=10**300)
+    path = write_lines(tmp_path / "big.jsonl", [record])
+    assert import_file(store, path) == (1, 1)
+    (sample,) = store.samples()
+    assert (sample.sample, sample.prompt_tokens, sample.latency_s) == (biggest, biggest, 1e300)
 
 
 def test_non_utf8_line_is_named(tmp_path: Path, store: Store) -> None:
@@ -316,6 +337,12 @@ BAD_RESPONSES = [
         _good(samples=[{"extracted_answer": "2", "text": 3}]),
         "responses[1].samples[0]: 'text' must be a string or null",
     ),
+    (_good(question="q\ud800"), "responses[1]: a string is not valid Unicode"),
+    (_good(id="\udfff"), "responses[1]: a string is not valid Unicode"),
+    (
+        _good(samples=[{"extracted_answer": "2", "response": "\ud800"}]),
+        "responses[1].samples[0]: a string is not valid Unicode",
+    ),
 ]
 
 
@@ -338,6 +365,8 @@ def test_malformed_authors_file_is_rejected_whole(
         ('{"responses": 3}', "expected an object with a 'responses' list"),
         ('{"model": 3, "responses": []}', "'model' must be a non-empty string"),
         ('{"responses": [\n  {"question": "q",}\n]}', "invalid JSON"),
+        ('{"responses": [], "n": ' + "9" * 5000 + "}", r"invalid JSON \(a number too long"),
+        ('{"model": "\\ud800", "responses": []}', "'model': a string is not valid Unicode"),
     ],
 )
 def test_malformed_authors_document(tmp_path: Path, content: str, reason: str) -> None:
@@ -397,3 +426,47 @@ def test_authors_file_built_from_math500(tmp_path: Path, store: Store) -> None:
     assert [s.correct for s in store.samples()].count(True) == 50
     first = problems[0]
     assert store.question_text("exact", "test", first["unique_id"]) == first["problem"]
+
+
+# Whole files before the store: read_file, then store_contents
+
+
+def test_a_bad_file_among_several_writes_nothing(tmp_path: Path) -> None:
+    item = {"question": "q", "answer": "1", "samples": [{"extracted_answer": "1"}]}
+    files = [
+        write_lines(tmp_path / "a.jsonl", [line(), line(sample=1)]),
+        authors_file(tmp_path / "b.json", [item], model="b"),
+        write_lines(tmp_path / "c.jsonl", [line(model="c"), line(model="c", sample=2**63)]),
+        write_lines(tmp_path / "d.jsonl", [line(model="d")]),
+    ]
+    store_path = tmp_path / "new" / "samples.db"
+
+    def import_all(paths: list[Path]) -> None:
+        """The CLI's import: validate every file, only then open the store and write."""
+        contents = [read_file(path, split="validation") for path in paths]
+        with Store(store_path) as store:
+            for content in contents:
+                store_contents(store, content)
+
+    with pytest.raises(FormatError, match=r"c\.jsonl:2: 'sample' must be"):
+        import_all(files)
+    assert not store_path.exists()
+    assert not store_path.parent.exists()
+    import_all(files[:2] + files[3:])
+    with Store(store_path, create=False) as store:
+        assert store.count() == 4
+        assert store.question_text("exact", "validation", question_hash("q")) == "q"
+
+
+def test_a_question_stored_with_other_text_stops_before_its_samples(
+    tmp_path: Path, store: Store
+) -> None:
+    item = {"id": "p1", "question": "1+1?", "answer": "2", "samples": [{"extracted_answer": "2"}]}
+    first = authors_file(tmp_path / "a.json", [item], model="a")
+    assert store_contents(store, read_file(first, split="test")) == 1
+    other = authors_file(tmp_path / "b.json", [item | {"question": "2+2?"}], model="b")
+    contents = read_file(other, split="test")
+    with pytest.raises(StoreError, match=r"question 'p1' \(exact, test\) is stored with a diff"):
+        store_contents(store, contents)
+    assert store.models() == ["a"]
+    assert store.question_text("exact", "test", "p1") == "1+1?"

@@ -233,10 +233,59 @@ def test_failures_count_attempts_and_clear(store: Store) -> None:
 
 def test_questions_table(store: Store) -> None:
     assert store.add_questions("exact", "test", [("q1", "What is 1?", "1"), ("q2", "2?", "2")]) == 2
-    assert store.add_questions("exact", "test", [("q1", "changed", "1")]) == 0
+    assert (
+        store.add_questions("exact", "test", [("q1", " What is 1?\n", "1 "), ("q3", "3?", "3")])
+        == 1
+    )
+    assert store.add_questions("exact", "validation", [("q1", "Other?", "7")]) == 1
+    assert store.add_questions("math", "test", [("q1", "Other?", "7")]) == 1
     assert store.question_text("exact", "test", "q1") == "What is 1?"
-    assert store.question_text("exact", "validation", "q1") is None
-    assert store.question_text("exact", "test", "q3") is None
+    assert store.question_text("exact", "validation", "q1") == "Other?"
+    assert store.question_text("exact", "test", "q4") is None
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [("q3", "3?", "3"), ("q1", "What is 2?", "1")],
+        [("q3", "3?", "3"), ("q1", "What is 1?", "2")],
+        [("q3", "3?", "3"), ("q3", "Three?", "3")],
+    ],
+    ids=["text", "reference", "within-the-call"],
+)
+def test_a_question_id_never_names_two_questions(
+    store: Store, batch: list[tuple[str, str, str]]
+) -> None:
+    store.add_questions("exact", "test", [("q1", "What is 1?", "1")])
+    clashing = next(qid for qid, _, _ in reversed(batch))
+    with pytest.raises(StoreError) as caught:
+        store.add_questions("exact", "test", batch)
+    assert str(caught.value) == (
+        f"{store.path}: question '{clashing}' (exact, test) is stored with a different text "
+        "or reference; use another --store"
+    )
+    assert store.question_text("exact", "test", "q1") == "What is 1?"
+    assert store.question_text("exact", "test", "q3") is None  # nothing of the call written
+
+
+def test_settings_hashes(store: Store) -> None:
+    assert store.settings_hashes("m", "exact", "validation") == set()
+    store.add(
+        [
+            make("m", "q1", 0, settings_hash="a"),
+            make("m", "q1", 1, settings_hash="b"),
+            make("m", "q2", 0, settings_hash="a"),
+            make("m", "q3", 0),
+            make("n", "q1", 0, settings_hash="c"),
+            make("m", "q1", 0, split="test", settings_hash="d"),
+            make("m", "q1", 0, task="math", settings_hash="e"),
+        ]
+    )
+    assert store.settings_hashes("m", "exact", "validation") == {"a", "b"}
+    assert store.settings_hashes("n", "exact", "validation") == {"c"}
+    assert store.settings_hashes("m", "exact", "test") == {"d"}
+    assert store.settings_hashes("m", "math", "validation") == {"e"}
+    assert store.settings_hashes("x", "exact", "validation") == set()
 
 
 WRITERS = 2

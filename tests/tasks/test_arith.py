@@ -43,9 +43,22 @@ def test_splits_are_disjoint_and_never_train() -> None:
     assert {split_of(text) for text in test} == {"test"}
 
 
+def test_ids_name_the_expression_whatever_the_seed() -> None:
+    by_seed = [generate_questions("test", 300, seed=seed) for seed in (0, 1)]
+    for questions in by_seed:
+        assert [q.id for q in questions] == [f"arith-test-{q.text}" for q in questions]
+        assert len({q.id for q in questions}) == 300
+    ids = [{q.id: q for q in questions} for questions in by_seed]
+    shared = ids[0].keys() & ids[1].keys()
+    assert shared  # the two seeds draw some of the same expressions ...
+    assert all(ids[0][i] == ids[1][i] for i in shared)  # ... under the same id
+    assert [q.id for q in by_seed[0][:20]] != [q.id for q in by_seed[1][:20]]
+    validation_ids = {q.id for q in generate_questions("validation", 300)}
+    assert not validation_ids & ids[0].keys()
+
+
 def test_questions_are_well_formed() -> None:
     questions = generate_questions("validation", 300, seed=1)
-    assert questions[7].id == "arith-validation-0007"
     counts = {kind: 0 for kind in PROBLEM_TYPES}
     for q in questions:
         counts[problem_type(q.text)] += 1
@@ -139,7 +152,7 @@ def test_cluster_merges_equal_integers() -> None:
 
 
 def test_messages_are_the_bare_expression() -> None:
-    question = Question(id="arith-test-0000", text="47+38-12", reference="73")
+    question = Question(id="arith-test-47+38-12", text="47+38-12", reference="73")
     assert task.messages(question) == [{"role": "user", "content": "47+38-12"}]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.tasks import Question, get_task, task_names
+from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.custom import load_custom
 from slm_mux.tasks.data import load_questions
 from slm_mux.tasks.exact import ExactTask
@@ -85,7 +86,7 @@ def test_math_layout(tmp_path: Path, write: Any) -> None:
     path = write(tmp_path / "math.data", MATH_ROWS)
     assert load_questions("math", path) == [
         Question("test/a/1.json", "1+1?", "2"),
-        Question("1", "Half?", r"\frac{1}{2}"),
+        Question(question_hash("Half?"), "Half?", r"\frac{1}{2}"),
     ]
 
 
@@ -96,7 +97,7 @@ def test_gsm8k_layout(tmp_path: Path) -> None:
     ]
     path = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
     assert load_questions("gsm8k", path) == [
-        Question("0", "How many?", "1005"),
+        Question(question_hash("How many?"), "How many?", "1005"),
         Question("g7", "And now?", "7"),
     ]
 
@@ -104,7 +105,8 @@ def test_gsm8k_layout(tmp_path: Path) -> None:
 def test_gpqa_shared_layout(tmp_path: Path) -> None:
     rows = [{"question": "Which?\n", "choices": ["A x\n", "B y", "C z", "D w"], "answer": "C"}]
     [question] = load_questions("gpqa", write_json(tmp_path / "gpqa.json", rows))
-    assert question == shuffled_question("0", "Which?", ["x", "y", "z", "w"], 2)
+    expected_id = question_hash("Which?\nx\ny\nz\nw")
+    assert question == shuffled_question(expected_id, "Which?", ["x", "y", "z", "w"], 2)
     assert question.choices[LETTERS.index(question.reference)] == "z"
 
 
@@ -130,14 +132,110 @@ def test_generic_layout(tmp_path: Path) -> None:
     ]
     assert load_questions("exact", write_jsonl(tmp_path / "q.jsonl", rows)) == [
         Question("3", "Capital?", "Paris"),
-        Question("1", "Q", "1.5"),
+        Question(question_hash("Q"), "Q", "1.5"),
     ]
+
+
+ID_LESS_ROWS = {
+    "math": [{"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": "4"}],
+    "gsm8k": [{"question": "One?", "answer": "#### 1"}, {"question": "Two?", "answer": "#### 2"}],
+    "gpqa": [
+        {"question": "Which?", "choices": ["x", "y"], "answer": "A"},
+        {"question": "Which?", "choices": ["x", "z"], "answer": "A"},
+    ],
+    "exact": [{"question": "Capital?", "answer": "Paris"}, {"question": "Sea?", "answer": "Red"}],
+}
+
+
+@pytest.mark.parametrize("task", sorted(ID_LESS_ROWS))
+def test_records_without_ids_are_named_by_their_text(tmp_path: Path, task: str) -> None:
+    rows = ID_LESS_ROWS[task]
+    forward = load_questions(task, write_jsonl(tmp_path / "forward.jsonl", rows))
+    backward = load_questions(task, write_json(tmp_path / "backward.json", rows[::-1]))
+    assert backward == forward[::-1]  # the id follows the question, not its position
+    assert len({q.id for q in forward}) == 2  # gpqa: same stem, other options, other id
+    assert all(len(q.id) == 12 for q in forward)
+    key = "problem" if task == "math" else "question"
+    padded = [{**row, key: f"  {row[key]}\n"} for row in rows]
+    reread = load_questions(task, write_jsonl(tmp_path / "padded.jsonl", padded))
+    assert [q.id for q in reread] == [q.id for q in forward]  # surrounding space ignored
+
+
+@pytest.mark.parametrize(
+    ("task", "rows", "message"),
+    [
+        (
+            "gsm8k",
+            [{"question": "Q", "answer": "#### 1"}, {"question": " Q ", "answer": "#### 2"}],
+            r"questions\.jsonl:2: same question as line 1 and no 'id' to tell them apart",
+        ),
+        (
+            "math",
+            [
+                {"problem": "P", "answer": "1"},
+                {"problem": "x", "answer": "1"},
+                {"problem": "P", "answer": "1"},
+            ],
+            r":3: same question as line 1 and no 'unique_id' to tell them apart",
+        ),
+        (
+            "gpqa",
+            [{"question": "Q", "choices": ["a", "b"], "answer": "A"}] * 2,
+            r":2: same question as line 1 and no 'id' or 'Record ID' to tell them apart",
+        ),
+        (
+            "exact",
+            [
+                {"question": "Q", "answer": "1", "id": "a"},
+                {"question": "P", "answer": "1", "id": "a"},
+            ],
+            r":2: duplicate id 'a' \(first at line 1\)",
+        ),
+    ],
+)
+def test_repeated_questions_and_ids_are_refused(
+    tmp_path: Path, task: str, rows: list[Any], message: str
+) -> None:
+    path = write_jsonl(tmp_path / "questions.jsonl", rows)
+    with pytest.raises(FormatError, match=message):
+        load_questions(task, path)
+
+
+def test_repeated_question_in_a_json_array_names_both_items(tmp_path: Path) -> None:
+    rows = [{"question": "Q", "answer": "1"}, {"question": "Q", "answer": "1"}]
+    with pytest.raises(FormatError, match=r"q\.json: item 1: same question as item 0 and no 'id'"):
+        load_questions("exact", write_json(tmp_path / "q.json", rows))
+
+
+def test_repeated_text_with_distinct_ids_is_two_questions(tmp_path: Path) -> None:
+    rows = [
+        {"question": "Q", "answer": "1", "id": "a"},
+        {"question": "Q", "answer": "1", "id": "b"},
+    ]
+    questions = load_questions("exact", write_jsonl(tmp_path / "q.jsonl", rows))
+    assert [q.id for q in questions] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
     ("task", "content", "message"),
     [
         ("math", '{"problem": "p"}\n', r"math.jsonl:1: missing key 'answer'"),
+        ("math", '{"problem": "p\\ud800", "answer": "1"}\n', r":1: 'problem' is not valid Unicode"),
+        (
+            "gpqa",
+            '{"question": "q", "choices": ["a", "\\udfff"], "answer": "A"}\n',
+            r":1: 'choices' is not valid Unicode",
+        ),
+        (
+            "exact",
+            '{"question": "q", "answer": ' + "9" * 5000 + "}\n",
+            r":1: invalid JSON: a number",
+        ),
+        (
+            "exact",
+            '[{"question": "q", "answer": ' + "9" * 5000 + "}]",
+            r"math.jsonl: invalid JSON: a",
+        ),
         (
             "math",
             '{"problem": "p", "answer": "1"}\n\n{"answer": "2"}\n',
@@ -199,12 +297,18 @@ def test_missing_file_and_unknown_task(tmp_path: Path) -> None:
 # --------------------------------------------------------------- load_custom
 
 
-def test_custom_defaults_to_exact_with_line_number_ids(tmp_path: Path) -> None:
+def test_custom_defaults_to_exact_with_question_hash_ids(tmp_path: Path) -> None:
     path = tmp_path / "custom.jsonl"
     path.write_text('{"question": "Q1", "reference": "a"}\n\n{"question": "Q2", "reference": 2}\n')
     data = load_custom(path)
     assert isinstance(data.task, ExactTask)
-    assert data.questions == [Question("1", "Q1", "a"), Question("3", "Q2", "2")]
+    assert data.questions == [
+        Question(question_hash("Q1"), "Q1", "a"),
+        Question(question_hash("Q2"), "Q2", "2"),
+    ]
+    path.write_text('{"question": "Q1", "reference": "a"}\n{"question": "Q1", "reference": "b"}\n')
+    with pytest.raises(FormatError, match="same question as line 1 and no 'id'"):
+        load_custom(path)
 
 
 @pytest.mark.parametrize(

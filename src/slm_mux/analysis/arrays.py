@@ -55,13 +55,6 @@ def _grade(task: Task, answer: str | None, reference: str) -> bool:
     return _GRADES[key]
 
 
-def _sample_correct(task: Task, sample: Sample) -> bool:
-    """A sample's stored verdict, or the task's grade when none is stored."""
-    if sample.correct is not None:
-        return sample.correct
-    return _grade(task, sample.answer, sample.reference)
-
-
 @dataclass(frozen=True, eq=False)
 class SampleArrays:
     """The samples of one split, for the models given, on the questions all of them answered.
@@ -69,10 +62,12 @@ class SampleArrays:
     ``codes[m, q, s]`` is the answer code of sample ``s`` (in recorded order) of
     model ``m`` on question ``q``; ``recorded[m, q]`` counts the recorded ones.
     ``code_correct[q, c]`` says whether code ``c`` is a correct answer to ``q``
-    and ``answers[q][c]`` is its first answer string. ``sample_correct`` is the
-    per-sample verdict (the stored one when present). ``tasks[q]`` names the
-    task of question ``q``; ``dropped_questions`` counts questions left out
-    because some model has no sample of them.
+    and ``answers[q][c]`` is its first answer string; ``sample_correct[m, q, s]``
+    is ``code_correct`` looked up at ``codes[m, q, s]`` (``False`` for no vote
+    and padding). Correctness comes from the task's grader only: a verdict
+    stored in :attr:`Sample.correct` is not used. ``tasks[q]`` names the task
+    of question ``q``; ``dropped_questions`` counts questions left out because
+    some model has no sample of them.
     """
 
     split: str
@@ -109,7 +104,6 @@ class SampleArrays:
         width = max(len(row) for qid in complete for row in grouped[qid])
         shape = (len(chosen), len(complete), width)
         codes = np.full(shape, NOT_RECORDED, dtype=np.int64)
-        sample_correct = np.zeros(shape, dtype=np.bool_)
         recorded = np.zeros(shape[:2], dtype=np.int64)
         answers: list[list[str]] = []
         correct_rows: list[list[bool]] = []
@@ -127,11 +121,12 @@ class SampleArrays:
             for m, row in enumerate(rows):
                 recorded[m, q] = len(row)
                 codes[m, q, : len(row)] = question_codes[m, : len(row)]
-                sample_correct[m, q, : len(row)] = [_sample_correct(task, s) for s in row]
         classes = max(max(len(verdicts) for verdicts in correct_rows), 1)
         code_correct = np.zeros((len(complete), classes), dtype=np.bool_)
         for q, verdicts in enumerate(correct_rows):
             code_correct[q, : len(verdicts)] = verdicts
+        questions = np.arange(len(complete))[None, :, None]
+        sample_correct = (codes >= 0) & code_correct[questions, np.maximum(codes, 0)]
         return cls(
             split=split,
             models=list(chosen),
@@ -211,26 +206,15 @@ def _question_task(question_id: str, rows: Sequence[Sequence[Sample]]) -> Task:
     return _task(names[0])
 
 
-def validation_accuracy(source: SampleArrays | Sequence[Sample]) -> dict[str, float]:
-    """Mean per-sample accuracy of each model on the validation split.
+def validation_accuracy(validation: SampleArrays) -> dict[str, float]:
+    """Mean per-sample accuracy of each model on the (common) validation questions.
 
-    From arrays, only their (common) questions count; from samples, every
-    validation sample of each model counts. A sample without an answer is wrong.
+    A sample without an answer is wrong.
     """
-    if isinstance(source, SampleArrays):
-        if source.split != "validation":
-            raise InputError(
-                f"validation accuracy needs the validation split, got {source.split!r}"
-            )
-        correct = source.sample_correct.sum(axis=(1, 2))
-        total = source.recorded.sum(axis=1)
-        return {name: float(correct[m] / total[m]) for m, name in enumerate(source.models)}
-    tally: dict[str, list[int]] = {}
-    for sample in source:
-        if sample.split == "validation":
-            counts = tally.setdefault(sample.model, [0, 0])
-            counts[0] += _sample_correct(_task(sample.task), sample)
-            counts[1] += 1
-    if not tally:
-        raise StoreError("no samples in split 'validation'")
-    return {name: tally[name][0] / tally[name][1] for name in sorted(tally)}
+    if validation.split != "validation":
+        raise InputError(
+            f"validation accuracy needs the validation split, got {validation.split!r}"
+        )
+    correct = validation.sample_correct.sum(axis=(1, 2))
+    total = validation.recorded.sum(axis=1)
+    return {name: float(correct[m] / total[m]) for m, name in enumerate(validation.models)}

@@ -53,27 +53,44 @@ class Outcome:
 class Evaluation:
     """Accuracy per method over ``trials`` draws of ``k`` samples per model and question.
 
-    Methods: ``slm-mux``, ``agent-forest``, ``single:<model>``, ``sc:<model>``
-    and ``oracle``. ``model_share`` is how often SLM-MUX took each model's
-    answer (fraction of questions, averaged over trials), ``no_answer_share``
-    how often no model voted; ``first_trial`` has SLM-MUX's choice per question
-    in trial 0.
+    When ``all_recorded`` (every model has exactly ``k`` samples of every
+    question) there is nothing to draw: one pass over the recorded samples
+    replaces the trials. Methods: ``slm-mux``, ``agent-forest``,
+    ``single:<model>``, ``sc:<model>`` and ``oracle``. ``model_share`` is how
+    often SLM-MUX took each model's answer (fraction of questions, averaged
+    over passes), ``no_answer_share`` how often no model voted;
+    ``first_trial`` has SLM-MUX's choice per question in the first pass.
     """
 
     questions: int
     k: int
     trials: int
     seed: int
+    all_recorded: bool
     methods: dict[str, Score]
     model_share: dict[str, float]
     no_answer_share: float
     first_trial: list[Outcome]
+
+    @property
+    def passes(self) -> int:
+        """How many draws were scored: one when all recorded samples were used, else ``trials``."""
+        return 1 if self.all_recorded else self.trials
+
+    @property
+    def draws_summary(self) -> str:
+        """``1 pass (all recorded samples)``, or e.g. ``10 trials, seed 0``."""
+        if self.all_recorded:
+            return "1 pass (all recorded samples)"
+        return f"{self.trials} trial{'' if self.trials == 1 else 's'}, seed {self.seed}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "questions": self.questions,
             "k": self.k,
             "trials": self.trials,
+            "passes": self.passes,
+            "all_recorded": self.all_recorded,
             "seed": self.seed,
             "methods": {name: score.to_json() for name, score in self.methods.items()},
             "attribution": {
@@ -86,7 +103,7 @@ class Evaluation:
     def to_markdown(self) -> str:
         """Accuracy per method, and where SLM-MUX's answers came from, as Markdown."""
         lines = [
-            f"{self.questions} test questions, k={self.k}, {self.trials} trials, seed {self.seed}",
+            f"{self.questions} test questions, k={self.k}, {self.draws_summary}",
             "",
             "| method | accuracy | std |",
             "|---|---:|---:|",
@@ -164,6 +181,7 @@ def evaluate(
         k=k,
         trials=trials,
         seed=seed,
+        all_recorded=fixed,
         methods={
             name: Score(float(mean), float(std))
             for name, mean, std in zip(names, means, stds, strict=True)

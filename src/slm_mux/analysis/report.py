@@ -68,11 +68,12 @@ def _sections(
     scaling: Scaling | None,
     plots: Sequence[Path],
 ) -> list[_Section]:
+    spread = "std is 0" if evaluation.all_recorded else "std is across trials (ddof=0)"
     sections = [
         _Section(
             "Accuracy on the test split",
             f"{evaluation.questions} questions, k={evaluation.k} samples per model, "
-            f"{evaluation.trials} trials (seed {evaluation.seed}); std is across trials (ddof=0).",
+            f"{evaluation.draws_summary}; {spread}.",
             ("method", "accuracy", "std"),
             [
                 (name, _percent(score.accuracy), _percent(score.std))
@@ -112,8 +113,8 @@ def _sections(
         sections += [
             _Section(
                 "Scaling with samples per model (test split)",
-                "Best single SC: the model with the highest self-consistency test accuracy "
-                "at that k.",
+                "Best single model by validation accuracy (chosen once, the same at every k); "
+                "best single SC is its self-consistency accuracy on test.",
                 ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
                 [
                     (

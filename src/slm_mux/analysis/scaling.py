@@ -9,15 +9,17 @@ from typing import Any
 
 from slm_mux.analysis.arrays import SampleArrays, validation_accuracy
 from slm_mux.analysis.evaluate import evaluate
-from slm_mux.analysis.search import search
+from slm_mux.analysis.search import SearchResult, search
+from slm_mux.errors import InputError
 
 
 @dataclass(frozen=True)
 class SamplesPoint:
     """Test accuracy with ``k`` samples per model.
 
-    ``best_single_sc`` is the highest self-consistency accuracy of one model
-    at this ``k`` on the test split, reached by ``best_single_model``.
+    ``best_single_sc`` is the test self-consistency accuracy at this ``k`` of
+    ``best_single_model``, the best single model by validation accuracy (the
+    same model at every ``k``).
     """
 
     k: int
@@ -80,6 +82,8 @@ class Scaling:
     def to_markdown(self) -> str:
         """Both sweeps as Markdown tables."""
         lines = [
+            "Best single model by validation accuracy; its self-consistency (SC) on test.",
+            "",
             "| k | SLM-MUX | Agent Forest | best single SC | best single model |",
             "|---:|---:|---:|---:|---|",
             *(
@@ -110,24 +114,29 @@ def scale(
     lam: float = 1.0,
     max_models: int,
     k: int | None = None,
+    found: SearchResult | None = None,
 ) -> Scaling:
     """Sweep ``k = 1 ..`` the fewest samples recorded, and subset sizes ``1 .. max_models``.
 
-    For each ``k``: SLM-MUX, Agent Forest and the best single model's
-    self-consistency on test. For each size: the subset :func:`search` picks on
-    validation at ``k`` (default: the largest ``k`` both splits have), with
-    SLM-MUX accuracy and union (oracle) accuracy on test. Tie-breaks use
-    validation accuracy.
+    For each ``k``: SLM-MUX, Agent Forest and, on test, the self-consistency of
+    the best single model by validation accuracy (chosen once; ties go to the
+    order of ``test.models``). For each size: the subset :func:`search` picks
+    on validation at ``k`` (default: the largest ``k`` both splits have), with
+    SLM-MUX accuracy and union (oracle) accuracy on test. ``found``, a search
+    already run with the same ``k``, ``lam`` and ``max_models``, is reused
+    instead of searching again. Tie-breaks use validation accuracy.
     """
     accuracy = validation_accuracy(validation)
+    absent = [name for name in test.models if name not in accuracy]
+    if absent:
+        raise InputError(f"model {absent[0]!r} has test samples but no validation samples")
+    best_model = max(test.models, key=accuracy.__getitem__)
     most = int(test.recorded.min())
-    chosen_k = min(most, int(validation.recorded.min())) if k is None else k
     by_samples = []
     for samples in range(1, most + 1):
         scores = evaluate(
             test, k=samples, trials=trials, seed=seed, validation_accuracy=accuracy
         ).methods
-        best_model = max(test.models, key=lambda name: scores[f"sc:{name}"].accuracy)
         by_samples.append(
             SamplesPoint(
                 k=samples,
@@ -137,12 +146,16 @@ def scale(
                 best_single_model=best_model,
             )
         )
-    found = search(validation, k=chosen_k, max_models=max_models, lam=lam)
+    if found is None:
+        searched_k = min(most, int(validation.recorded.min())) if k is None else k
+        found = search(validation, k=searched_k, max_models=max_models, lam=lam)
+    else:
+        _check_reused(found, k=k, lam=lam, sizes=min(max_models, len(validation.models)))
     by_models = []
     for size, subset in sorted(found.best.items()):
         scores = evaluate(
             test.subset(subset.models),
-            k=chosen_k,
+            k=found.k,
             trials=trials,
             seed=seed,
             validation_accuracy=accuracy,
@@ -158,12 +171,23 @@ def scale(
     return Scaling(
         by_samples=by_samples,
         by_models=by_models,
-        k=chosen_k,
+        k=found.k,
         trials=trials,
         seed=seed,
-        lam=lam,
+        lam=found.lam,
         exact=found.exact,
     )
+
+
+def _check_reused(found: SearchResult, *, k: int | None, lam: float, sizes: int) -> None:
+    """Raise unless ``found`` was searched at ``k`` (if given), ``lam`` and sizes ``1 .. sizes``."""
+    asked_k = found.k if k is None else k
+    if (found.k, found.lam, sorted(found.best)) != (asked_k, lam, list(range(1, sizes + 1))):
+        raise InputError(
+            f"the given search has k={found.k}, lambda={found.lam:g}, sizes up to "
+            f"{max(found.best, default=0)}; scaling asked for k={asked_k}, lambda={lam:g}, "
+            f"sizes up to {sizes}"
+        )
 
 
 def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
@@ -176,7 +200,7 @@ def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
         {
             "SLM-MUX": [p.slm_mux for p in scaling.by_samples],
             "Agent Forest": [p.agent_forest for p in scaling.by_samples],
-            "best single SC": [p.best_single_sc for p in scaling.by_samples],
+            "best single model (by validation), SC": [p.best_single_sc for p in scaling.by_samples],
         },
         xlabel="samples per model (k)",
         title="Test accuracy vs samples per model",

@@ -7,11 +7,21 @@ groups answers that are equivalent under it (``\\frac{1}{2}``, ``1/2`` and
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 Message = dict[str, str]
+
+
+def question_hash(text: str) -> str:
+    """The id of a question that has none: sha1 of its stripped text, 12 hex digits.
+
+    It depends on the text alone, so the same question gets the same id in every
+    file and every run, and a different question a different id.
+    """
+    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

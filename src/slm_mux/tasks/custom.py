@@ -4,7 +4,8 @@ Each line is one object::
 
     {"id": "q1", "question": "...", "reference": "...", "type": "math"}
 
-``id`` defaults to the line number; ``type`` (``exact``, ``math``, ``gsm8k``
+``id`` defaults to a hash of the question text (so it names the question, not
+its position); ``type`` (``exact``, ``math``, ``gsm8k``
 or ``gpqa``) defaults to ``exact`` and must be the same on every line, as one
 task grades the whole set. ``choices`` lists the options of a ``gpqa``
 question, shown in the given order; its ``reference`` is the letter of the
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slm_mux.tasks import get_task
-from slm_mux.tasks.base import Question, Task
+from slm_mux.tasks.base import Question, Task, question_hash
 from slm_mux.tasks.data import Record, read_records, unique_ids
 from slm_mux.tasks.gpqa import LETTERS, GpqaTask, strip_letter_prefixes
 from slm_mux.tasks.gsm8k import Gsm8kTask, plain_decimal
@@ -82,9 +83,9 @@ def load_custom(path: str | Path) -> CustomData:
         elif kind != set_kind:
             raise record.error(f"type {kind!r} differs from {set_kind!r} of the lines before")
         choices = _choices(record, kind)
-        default_id = str(record.line if record.line is not None else record.index)
-        question_id = record.scalar("id") if "id" in record.fields else default_id
+        text = record.text("question")
+        question_id = record.scalar("id") if "id" in record.fields else question_hash(text)
         reference = _reference(record, kind, choices)
-        questions.append(Question(question_id, record.text("question"), reference, choices))
+        questions.append(Question(question_id, text, reference, choices))
     assert set_kind is not None  # read_records never returns an empty list
-    return CustomData(unique_ids(questions, records), get_task(set_kind))
+    return CustomData(unique_ids(questions, records, id_keys=("id",)), get_task(set_kind))

@@ -1,7 +1,7 @@
 """Question files: JSON (a list of objects) or JSONL, in each built-in task's own layout.
 
 =========  ==============================================================
-task       fields (id defaults to the record's index, counted from 0)
+task       fields
 =========  ==============================================================
 math       ``problem``, ``answer`` (else the last ``\\boxed{}`` of
            ``solution``), id from ``unique_id``
@@ -13,23 +13,39 @@ gpqa       ``question``, ``choices`` (``"A text"``, ...), ``answer`` letter;
 others     ``question``, ``reference`` (or ``answer``), id from ``id``
 =========  ==============================================================
 
+A record without an id gets :func:`~slm_mux.tasks.base.question_hash` of its
+question text (for gpqa, the question and its options, one per line), so the id
+names the question, never its position in the file. Two such records with the
+same text are an error: give them ids or drop the repeat.
+
 Every error names the file and the line (JSONL) or item (JSON) and the key.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.tasks import get_task
-from slm_mux.tasks.base import Question
+from slm_mux.tasks.base import Question, question_hash
 from slm_mux.tasks.gpqa import LETTERS, GpqaTask, shuffled_question, strip_letter_prefixes
 from slm_mux.tasks.gsm8k import Gsm8kTask, plain_decimal
 from slm_mux.tasks.math import last_boxed
+
+_TOO_LONG = "a number too long to read"
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode, as SQLite needs (JSON ``\\ud800`` is a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,11 @@ class Record:
     index: int
     line: int | None
     fields: dict[str, Any]
+
+    @property
+    def place(self) -> str:
+        """``line N`` in JSONL, ``item N`` in a JSON array."""
+        return f"line {self.line}" if self.line is not None else f"item {self.index}"
 
     def error(self, reason: str) -> FormatError:
         """A :class:`FormatError` that points at this record."""
@@ -56,6 +77,8 @@ class Record:
             raise self.error(f"missing key {key!r}")
         if not isinstance(value, str) or not value.strip():
             raise self.error(f"{key!r} must be a non-empty string")
+        if not is_unicode(value):
+            raise self.error(f"{key!r} is not valid Unicode (a lone surrogate)")
         return value
 
     def scalar(self, key: str) -> str:
@@ -72,6 +95,8 @@ class Record:
             raise self.error(f"missing key {key!r}")
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self.error(f"{key!r} must be a list of non-empty strings")
+        if not all(is_unicode(v) for v in value):
+            raise self.error(f"{key!r} is not valid Unicode (a lone surrogate)")
         return value
 
 
@@ -90,6 +115,8 @@ def read_records(path: str | Path) -> list[Record]:
             items = json.loads(content)
         except json.JSONDecodeError as error:
             raise FormatError(name, error.lineno, f"invalid JSON: {error.msg}") from None
+        except ValueError:  # json refuses integers of more than 4300 digits
+            raise FormatError(name, None, f"invalid JSON: {_TOO_LONG}") from None
         located = [(None, item) for item in items]
     else:
         for number, line in enumerate(content.splitlines(), start=1):
@@ -98,6 +125,8 @@ def read_records(path: str | Path) -> list[Record]:
                     located.append((number, json.loads(line)))
                 except json.JSONDecodeError as error:
                     raise FormatError(name, number, f"invalid JSON: {error.msg}") from None
+                except ValueError:
+                    raise FormatError(name, number, f"invalid JSON: {_TOO_LONG}") from None
     records = []
     for index, (line_number, item) in enumerate(located):
         if not isinstance(item, dict):
@@ -108,26 +137,42 @@ def read_records(path: str | Path) -> list[Record]:
     return records
 
 
-def unique_ids(questions: list[Question], records: list[Record]) -> list[Question]:
-    """``questions`` (one per record), after checking that no id repeats."""
+def unique_ids(
+    questions: list[Question], records: list[Record], *, id_keys: Sequence[str] | None = None
+) -> list[Question]:
+    """``questions`` (one per record), after checking that no id repeats.
+
+    With ``id_keys``, records holding none of those keys are taken to have
+    :func:`~slm_mux.tasks.base.question_hash` ids, so a repeat between two of
+    them is reported as the same question twice, to be told apart by an id.
+    """
+
+    def hashed(record: Record) -> bool:
+        return id_keys is not None and not any(key in record.fields for key in id_keys)
+
     first: dict[str, Record] = {}
     for question, record in zip(questions, records, strict=True):
         if question.id in first:
             seen = first[question.id]
-            where = f"line {seen.line}" if seen.line else f"item {seen.index}"
-            raise record.error(f"duplicate id {question.id!r} (first at {where})")
+            if hashed(record) and hashed(seen):
+                keys = " or ".join(repr(key) for key in id_keys or ())
+                raise record.error(
+                    f"same question as {seen.place} and no {keys} to tell them apart"
+                )
+            raise record.error(f"duplicate id {question.id!r} (first at {seen.place})")
         first[question.id] = record
     return questions
 
 
-def _record_id(record: Record, *keys: str) -> str:
-    for key in keys:
+def _record_id(record: Record, id_keys: Sequence[str], text: str) -> str:
+    """The id under the first of ``id_keys`` present, else :func:`question_hash` of ``text``."""
+    for key in id_keys:
         if key in record.fields:
             return record.scalar(key)
-    return str(record.index)
+    return question_hash(text)
 
 
-def _math(record: Record) -> Question:
+def _math(record: Record, id_keys: Sequence[str]) -> Question:
     if "answer" in record.fields or "solution" not in record.fields:
         reference = record.scalar("answer")
     else:
@@ -135,48 +180,56 @@ def _math(record: Record) -> Question:
         if boxed is None:
             raise record.error("missing key 'answer' and no \\boxed{} in 'solution'")
         reference = boxed
-    return Question(_record_id(record, "unique_id"), record.text("problem"), reference)
+    text = record.text("problem")
+    return Question(_record_id(record, id_keys, text), text, reference)
 
 
-def _gsm8k(record: Record) -> Question:
+def _gsm8k(record: Record, id_keys: Sequence[str]) -> Question:
     answer = record.scalar("answer")
     reference = Gsm8kTask().canonical(answer.rpartition("####")[2])
     if plain_decimal(reference) is None:
         raise record.error("'answer' has no final '#### <number>' line")
-    return Question(_record_id(record, "id"), record.text("question"), reference)
+    text = record.text("question")
+    return Question(_record_id(record, id_keys, text), text, reference)
 
 
-def _gpqa(record: Record) -> Question:
-    question_id = _record_id(record, "id", "Record ID")
+def _gpqa(record: Record, id_keys: Sequence[str]) -> Question:
     if "Question" in record.fields:
         keys = ["Correct Answer"] + [f"Incorrect Answer {i}" for i in range(1, len(LETTERS))]
         options = [record.text(key).strip() for key in keys]
-        return shuffled_question(question_id, record.text("Question").strip(), options, 0)
-    options = strip_letter_prefixes(record.text_list("choices"))
-    if not 2 <= len(options) <= len(LETTERS):
-        raise record.error(f"'choices' must hold 2 to {len(LETTERS)} options")
-    letter = GpqaTask().canonical(record.scalar("answer"))
-    if letter not in LETTERS[: len(options)]:
-        raise record.error(f"'answer' must be a letter A-{LETTERS[len(options) - 1]}")
-    correct = LETTERS.index(letter)
-    return shuffled_question(question_id, record.text("question").strip(), options, correct)
+        text = record.text("Question").strip()
+        correct = 0
+    else:
+        options = strip_letter_prefixes(record.text_list("choices"))
+        if not 2 <= len(options) <= len(LETTERS):
+            raise record.error(f"'choices' must hold 2 to {len(LETTERS)} options")
+        letter = GpqaTask().canonical(record.scalar("answer"))
+        if letter not in LETTERS[: len(options)]:
+            raise record.error(f"'answer' must be a letter A-{LETTERS[len(options) - 1]}")
+        text = record.text("question").strip()
+        correct = LETTERS.index(letter)
+    question_id = _record_id(record, id_keys, "\n".join([text, *options]))
+    return shuffled_question(question_id, text, options, correct)
 
 
-def _generic(record: Record) -> Question:
+def _generic(record: Record, id_keys: Sequence[str]) -> Question:
     key = "reference" if "reference" in record.fields else "answer"
-    return Question(_record_id(record, "id"), record.text("question"), record.scalar(key))
+    text = record.text("question")
+    return Question(_record_id(record, id_keys, text), text, record.scalar(key))
 
 
-_LAYOUTS: dict[str, Callable[[Record], Question]] = {
-    "math": _math,
-    "gsm8k": _gsm8k,
-    "gpqa": _gpqa,
+_Convert = Callable[[Record, Sequence[str]], Question]
+_LAYOUTS: dict[str, tuple[_Convert, tuple[str, ...]]] = {
+    "math": (_math, ("unique_id",)),
+    "gsm8k": (_gsm8k, ("id",)),
+    "gpqa": (_gpqa, ("id", "Record ID")),
 }
 
 
 def load_questions(task_name: str, path: str | Path) -> list[Question]:
     """The questions of ``path`` in the layout of task ``task_name`` (see the module doc)."""
     get_task(task_name)  # an unknown name raises InputError
-    convert = _LAYOUTS.get(task_name, _generic)
+    convert, id_keys = _LAYOUTS.get(task_name, (_generic, ("id",)))
     records = read_records(path)
-    return unique_ids([convert(record) for record in records], records)
+    questions = [convert(record, id_keys) for record in records]
+    return unique_ids(questions, records, id_keys=id_keys)
