@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,16 @@ from slm_mux.cli import main
 from slm_mux.demo import POOL_DIR, bundled_models
 from slm_mux.store import Store
 
-pytestmark = pytest.mark.skipif(
-    not list(POOL_DIR.glob("*/config.json")),
-    reason=f"no bundled models in {POOL_DIR}; run scripts/train_tiny_pool.py",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not list(POOL_DIR.glob("*/config.json")),
+        reason=f"no bundled models in {POOL_DIR}; run scripts/train_tiny_pool.py",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("transformers") is None,
+        reason="the demo needs the local extra: pip install 'slm-mux[local]'",
+    ),
+]
 
 
 def test_demo_runs_end_to_end_and_reuses_its_store(
@@ -28,6 +36,9 @@ def test_demo_runs_end_to_end_and_reuses_its_store(
     assert "| SLM-MUX, all" in first and "| Agent Forest, all" in first
     for name in ("report.md", "report.html", "accuracy_vs_k.png", "accuracy_vs_models.png"):
         assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    shown = re.findall(r"^\| arith-test-(\S+) \| (\S+) \|", report, re.M)
+    assert len(shown) == 8 and all(qid == text for qid, text in shown)  # texts from the store
     models = len(bundled_models())
     with Store(out / "store.db") as store:
         assert store.count(split="validation") == store.count(split="test") == models * 8 * 3

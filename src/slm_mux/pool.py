@@ -14,8 +14,8 @@ Every key is checked: a typo, a key another backend uses, a missing required
 key or a duplicate name is an :class:`~slm_mux.errors.InputError` naming the
 file and the key's path, e.g. ``pool.yaml: models[1].temprature: unknown key``.
 API keys are never in the file, only the *name* of the environment variable
-holding one (read when the backend is built). TOML needs Python 3.11 or the
-``tomli`` package.
+holding one (read when the backend is built). TOML is read with ``tomllib``
+(``tomli`` on Python 3.10).
 """
 
 from __future__ import annotations
@@ -313,12 +313,7 @@ def _parse_toml(source: str, text: str) -> object:
     if sys.version_info >= (3, 11):
         import tomllib
     else:
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise InputError(
-                f"{source}: reading TOML on Python 3.10 needs: pip install tomli"
-            ) from None
+        import tomli as tomllib
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

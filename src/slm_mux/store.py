@@ -343,6 +343,13 @@ class Store:
                     )
             return new
 
+    def question_texts(self, task: str, split: str) -> dict[str, str]:
+        """Every stored question text of ``task`` and ``split``, by question id."""
+        rows = self._conn.execute(
+            "SELECT question_id, text FROM questions WHERE task = ? AND split = ?", (task, split)
+        )
+        return {str(qid): str(text) for qid, text in rows}
+
     def question_text(self, task: str, split: str, question_id: str) -> str | None:
         """The stored text of a question, or ``None`` when it is not stored."""
         row = self._conn.execute(

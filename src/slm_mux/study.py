@@ -45,6 +45,8 @@ class Study:
     test: SampleArrays
     validation: SampleArrays | None
     warn: Warn
+    question_texts: dict[str, str]
+    """Stored texts of the test questions (collected or imported from the authors' layout)."""
 
     @classmethod
     def open(
@@ -60,7 +62,7 @@ class Study:
 
         ``question_ids``, when given, keeps only those questions.
         """
-        task, samples = _load(store, task, question_ids)
+        task, samples, texts = _load(store, task, question_ids)
         if not any(s.split == "test" for s in samples):
             raise StoreError(f"{store}: no samples in split 'test' for task {task!r}")
         test = SampleArrays.from_samples(samples, models=models, split="test")
@@ -76,7 +78,7 @@ class Study:
                     f"{arrays.dropped_questions} {arrays.split} questions left out: "
                     "not every model has samples of them"
                 )
-        return cls(Path(store), task, test, validation, warn)
+        return cls(Path(store), task, test, validation, warn, texts)
 
     @property
     def validation_accuracy(self) -> dict[str, float] | None:
@@ -177,6 +179,7 @@ class Study:
             scaling=scaling,
             plots=plots,
             title=title or f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
+            question_texts=self.question_texts,
         )
         return Report(evaluation, found, scaling, [*plots, md_path, html_path])
 
@@ -198,7 +201,7 @@ def stored_validation_accuracy(
     store: str | Path, *, task: str | None = None, warn: Warn = _ignore
 ) -> dict[str, float]:
     """Tie-break accuracy per model from a store's validation split (empty without one)."""
-    task, samples = _load(store, task, None)
+    task, samples, _ = _load(store, task, None)
     models = sorted({s.model for s in samples if s.split == "validation"})
     arrays = _validation_arrays(store, task, samples, models, warn)
     return {} if arrays is None else validation_accuracy(arrays)
@@ -206,8 +209,8 @@ def stored_validation_accuracy(
 
 def _load(
     store: str | Path, task: str | None, question_ids: Collection[str] | None
-) -> tuple[str, list[Sample]]:
-    """The task's name and its samples (all, or those of ``question_ids``)."""
+) -> tuple[str, list[Sample], dict[str, str]]:
+    """The task's name, its samples (all, or those of ``question_ids``), its test question texts."""
     with Store(store, create=False) as db:
         tasks = db.tasks()
         if not tasks:
@@ -221,10 +224,11 @@ def _load(
         elif task not in tasks:
             raise InputError(f"{store} has no samples of task {task!r} (has: {', '.join(tasks)})")
         samples = db.samples(task=task)
+        texts = db.question_texts(task, "test")
     if question_ids is not None:
         wanted = set(question_ids)
         samples = [s for s in samples if s.question_id in wanted]
-    return task, samples
+    return task, samples, texts
 
 
 def _validation_arrays(

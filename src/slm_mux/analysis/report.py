@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,10 @@ tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; display: block; margin: 0.5rem 0 1.5rem; }
 p.note { color: #555; }
 """
+
+
+QUESTION_CHARS = 80
+"""Longest question text shown in the per-question table."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,15 @@ def write_report(
     scaling: Scaling | None = None,
     plots: Sequence[Path] = (),
     title: str = "SLM-MUX report",
+    question_texts: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths."""
+    """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths.
+
+    ``question_texts`` (by question id), when known, are shown beside each
+    question's outcome, cut to :data:`QUESTION_CHARS` characters.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = _sections(evaluation, search, scaling, plots)
+    sections = _sections(evaluation, search, scaling, plots, question_texts or {})
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(_markdown(title, sections, out_dir), encoding="utf-8")
     html_path.write_text(_html(title, sections), encoding="utf-8")
@@ -62,11 +71,17 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _shorten(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= QUESTION_CHARS else flat[: QUESTION_CHARS - 1] + "…"
+
+
 def _sections(
     evaluation: Evaluation,
     search: SearchResult | None,
     scaling: Scaling | None,
     plots: Sequence[Path],
+    question_texts: Mapping[str, str],
 ) -> list[_Section]:
     spread = "std is 0" if evaluation.all_recorded else "std is across trials (ddof=0)"
     sections = [
@@ -148,10 +163,11 @@ def _sections(
         _Section(
             "SLM-MUX per question (first trial)",
             "The winning model, its answer and confidence (majority count / k).",
-            ("question", "model", "answer", "confidence", "correct"),
+            ("question", "text", "model", "answer", "confidence", "correct"),
             [
                 (
                     o.question_id,
+                    _shorten(question_texts.get(o.question_id, "")),
                     o.model or "-",
                     "-" if o.answer is None else o.answer,
                     f"{o.confidence:.2f}",
