@@ -18,6 +18,7 @@ from slm_mux.analysis import (
     Scaling,
     SearchResult,
     evaluate,
+    fewest_samples,
     scale,
     search,
     validation_accuracy,
@@ -95,14 +96,11 @@ class Study:
             )
         return validation
 
-    def _default_k(self, k: int | None) -> int:
-        return int(self.test.recorded.min()) if k is None else k
-
     def evaluate(self, *, k: int | None, trials: int, seed: int) -> Evaluation:
         """SLM-MUX and the baselines on test (``k`` defaults to all recorded samples)."""
         return evaluate(
             self.test,
-            k=self._default_k(k),
+            k=fewest_samples(self.test) if k is None else k,
             trials=trials,
             seed=seed,
             validation_accuracy=self.validation_accuracy,
@@ -113,7 +111,7 @@ class Study:
     ) -> SearchResult:
         """The best subset per size on validation, each then evaluated on test."""
         validation = self._need_validation("search")
-        chosen_k = min(self._default_k(k), int(validation.recorded.min())) if k is None else k
+        chosen_k = fewest_samples(self.test, validation) if k is None else k
         found = search(validation, k=chosen_k, max_models=max_models, lam=lam)
         return with_test_accuracy(
             found,

@@ -1,6 +1,11 @@
 """Offline analysis of stored samples: evaluation, model-selection search, scaling, reports."""
 
-from slm_mux.analysis.arrays import NOT_RECORDED, SampleArrays, validation_accuracy
+from slm_mux.analysis.arrays import (
+    NOT_RECORDED,
+    SampleArrays,
+    fewest_samples,
+    validation_accuracy,
+)
 from slm_mux.analysis.evaluate import Evaluation, Outcome, Score, evaluate
 from slm_mux.analysis.report import write_report
 from slm_mux.analysis.scaling import ModelsPoint, SamplesPoint, Scaling, scale, write_plots
@@ -18,6 +23,7 @@ __all__ = [
     "SearchResult",
     "SubsetScore",
     "evaluate",
+    "fewest_samples",
     "scale",
     "search",
     "validation_accuracy",

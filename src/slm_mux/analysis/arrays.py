@@ -218,3 +218,8 @@ def validation_accuracy(validation: SampleArrays) -> dict[str, float]:
     correct = validation.sample_correct.sum(axis=(1, 2))
     total = validation.recorded.sum(axis=1)
     return {name: float(correct[m] / total[m]) for m, name in enumerate(validation.models)}
+
+
+def fewest_samples(*arrays: SampleArrays) -> int:
+    """The largest k every model has on every question of all ``arrays`` (default k)."""
+    return min(int(a.recorded.min()) for a in arrays)

@@ -7,7 +7,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import Any
 
-from slm_mux.analysis.arrays import SampleArrays, validation_accuracy
+from slm_mux.analysis.arrays import SampleArrays, fewest_samples, validation_accuracy
 from slm_mux.analysis.evaluate import evaluate
 from slm_mux.analysis.search import SearchResult, search
 from slm_mux.errors import InputError
@@ -131,9 +131,8 @@ def scale(
     if absent:
         raise InputError(f"model {absent[0]!r} has test samples but no validation samples")
     best_model = max(test.models, key=accuracy.__getitem__)
-    most = int(test.recorded.min())
     by_samples = []
-    for samples in range(1, most + 1):
+    for samples in range(1, fewest_samples(test) + 1):
         scores = evaluate(
             test, k=samples, trials=trials, seed=seed, validation_accuracy=accuracy
         ).methods
@@ -147,7 +146,7 @@ def scale(
             )
         )
     if found is None:
-        searched_k = min(most, int(validation.recorded.min())) if k is None else k
+        searched_k = fewest_samples(test, validation) if k is None else k
         found = search(validation, k=searched_k, max_models=max_models, lam=lam)
     else:
         _check_reused(found, k=k, lam=lam, sizes=min(max_models, len(validation.models)))
