@@ -333,3 +333,22 @@ def test_collection_refuses_to_mix_generation_settings(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="'a' has test samples drawn with other generation"):
             _collect([changed], store)
         assert store.count() == len(QUESTIONS) * 3
+
+
+def test_status_shows_samples_accuracy_and_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slm_mux.cli import main
+
+    flaky = Member(ScriptedBackend("flaky", {"1 + 1": ["#### 2"]}), k=2)
+    with Store(tmp_path / "s.db") as store:
+        _collect([flaky, _member("steady", ["#### 0", "nothing"])], store)
+    assert main(["status", "--store", str(tmp_path / "s.db"), "--json"]) == 0
+    holdings = {h["model"]: h for h in json.loads(capsys.readouterr().out)["holdings"]}
+    assert holdings["flaky"] == {
+        "task": "gsm8k", "split": "test", "model": "flaky", "questions": 1, "samples": 2,
+        "no_answer": 0, "accuracy": 1.0, "failed": len(QUESTIONS) - 1,
+    }  # fmt: skip
+    steady = holdings["steady"]
+    assert (steady["questions"], steady["samples"], steady["no_answer"]) == (6, 18, 6)
+    assert steady["accuracy"] == pytest.approx(2 / 18)  # "#### 0" is right only for q0

@@ -76,6 +76,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from slm_mux.store import Store
+
+    with Store(args.store, create=False) as store:
+        holdings = store.summary()
+    if args.json:
+        _print_json({"holdings": [asdict(h) for h in holdings]})
+        return 0
+    if not holdings:
+        print(f"{args.store}: empty")
+        return 0
+    print("| task | split | model | questions | samples | no answer | accuracy | failed |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for h in holdings:
+        accuracy = "-" if h.accuracy is None else f"{h.accuracy:.4f}"
+        print(
+            f"| {h.task} | {h.split} | {h.model} | {h.questions} | {h.samples} | "
+            f"{h.no_answer} | {accuracy} | {h.failed} |"
+        )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
@@ -324,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--split", choices=["validation", "test"], help="only this split")
     sub.add_argument("--models", help="comma-separated model names")
     sub.add_argument("--task", help="only this task")
+
+    sub = add("status", cmd_status, "what a store holds, per task, split and model")
+    sub.add_argument("--store", required=True, help="SQLite sample store")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
     _study_flags(sub)

@@ -93,6 +93,24 @@ def utc_now() -> str:
 
 
 @dataclass(frozen=True)
+class Holding:
+    """The samples of one model on one task and split: counts, and the stored accuracy.
+
+    ``accuracy`` is the mean of the stored verdicts (``None`` when none is
+    stored); ``failed`` counts questions whose collection failed last time.
+    """
+
+    task: str
+    split: str
+    model: str
+    questions: int
+    samples: int
+    no_answer: int
+    accuracy: float | None
+    failed: int
+
+
+@dataclass(frozen=True)
 class Failure:
     """A question whose collection failed for a model: the last error and how often."""
 
@@ -291,6 +309,28 @@ class Store:
         where, params = _where(split=split)
         (count,) = self._conn.execute(f"SELECT COUNT(*) FROM samples {where}", params).fetchone()
         return int(count)
+
+    def summary(self) -> list[Holding]:
+        """What the store holds, per task, split and model (sorted)."""
+        rows = self._conn.execute(
+            "SELECT task, split, model, COUNT(DISTINCT question_id), COUNT(*), "
+            "SUM(answer IS NULL), AVG(correct), "
+            "(SELECT COUNT(*) FROM failures f WHERE f.task = s.task AND f.split = s.split "
+            "AND f.model = s.model) "
+            "FROM samples s GROUP BY task, split, model ORDER BY task, split, model"
+        )
+        holdings = {
+            (task, split, model): Holding(task, split, model, q, n, empty, acc, failed)
+            for task, split, model, q, n, empty, acc, failed in rows
+        }
+        # A model whose every question failed has no samples, only failures.
+        for task, split, model, failed in self._conn.execute(
+            "SELECT task, split, model, COUNT(*) FROM failures GROUP BY task, split, model"
+        ):
+            holdings.setdefault(
+                (task, split, model), Holding(task, split, model, 0, 0, 0, None, failed)
+            )
+        return [holdings[key] for key in sorted(holdings)]
 
     def stored_keys(self, model: str, task: str, split: str) -> set[tuple[str, int]]:
         """The (question_id, sample) pairs already stored for one model, task and split."""
