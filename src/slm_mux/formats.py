@@ -33,9 +33,10 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
+from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.store import Store
 from slm_mux.tasks import Task, get_task
@@ -48,8 +49,6 @@ PathLike = str | os.PathLike[str]
 _Check = Callable[[Any], bool]
 
 _SQLITE_INTEGER_END = 2**63  # SQLite INTEGER columns hold -2**63 .. 2**63-1
-
-_TOO_LONG = "a number too long to read"
 
 
 def _is_name(value: Any) -> bool:
@@ -123,16 +122,6 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _open(path: PathLike) -> BinaryIO:
-    """``path`` opened for reading bytes; a missing or unreadable file is an :class:`InputError`."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-
-
 class _Grading:
     """Tasks by name, and their verdicts memoized per (task, answer, reference)."""
 
@@ -158,17 +147,9 @@ class _Grading:
 
 
 def _jsonl_sample(
-    line: str, path: str, lineno: int, default_task: str, grading: _Grading
+    record: Any, path: str, lineno: int, default_task: str, grading: _Grading
 ) -> Sample:
-    """The sample on one line of a JSONL file; raises :class:`FormatError` if malformed."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise FormatError(
-            path, lineno, f"invalid JSON ({error.msg}, column {error.colno})"
-        ) from None
-    except ValueError:  # json refuses integers of more than 4300 digits
-        raise FormatError(path, lineno, f"invalid JSON ({_TOO_LONG})") from None
+    """The sample of one JSONL line; raises :class:`FormatError` if malformed."""
     if not isinstance(record, dict):
         raise FormatError(path, lineno, f"expected a JSON object, got {_shown(record)}")
     unknown = [key for key in record if key not in _FIELDS]
@@ -207,27 +188,20 @@ def read_jsonl(path: PathLike, *, default_task: str = "exact") -> list[Sample]:
     grading.task(default_task)
     first_seen: dict[tuple[str, str, str, str, int], tuple[int, str | None]] = {}
     samples: list[Sample] = []
-    with _open(path) as stream:
-        for lineno, raw in enumerate(stream, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError(name, lineno, "not UTF-8 text") from None
-            if not line.strip():
-                continue
-            sample = _jsonl_sample(line, name, lineno, default_task, grading)
-            key = (sample.model, sample.task, sample.question_id, sample.split, sample.sample)
-            if key not in first_seen:
-                first_seen[key] = (lineno, sample.answer)
-                samples.append(sample)
-            elif first_seen[key][1] != sample.answer:
-                raise FormatError(
-                    name,
-                    lineno,
-                    f"sample {sample.sample} of {sample.model!r} on question "
-                    f"{sample.question_id!r} ({sample.split}) repeats line {first_seen[key][0]} "
-                    "with a different answer",
-                )
+    for lineno, record in read_json_lines(path):
+        sample = _jsonl_sample(record, name, lineno, default_task, grading)
+        key = (sample.model, sample.task, sample.question_id, sample.split, sample.sample)
+        if key not in first_seen:
+            first_seen[key] = (lineno, sample.answer)
+            samples.append(sample)
+        elif first_seen[key][1] != sample.answer:
+            raise FormatError(
+                name,
+                lineno,
+                f"sample {sample.sample} of {sample.model!r} on question "
+                f"{sample.question_id!r} ({sample.split}) repeats line {first_seen[key][0]} "
+                "with a different answer",
+            )
     return samples
 
 
@@ -250,19 +224,6 @@ def write_jsonl(samples: Iterable[Sample], stream: TextIO) -> int:
 
 
 # The authors' layout
-
-
-def _load_json(path: PathLike) -> Any:
-    with _open(path) as stream:
-        data = stream.read()
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise FormatError(str(path), None, "not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise FormatError(str(path), error.lineno, f"invalid JSON ({error.msg})") from None
-    except ValueError:
-        raise FormatError(str(path), None, f"invalid JSON ({_TOO_LONG})") from None
 
 
 def _scalar(value: Any) -> str | None:
@@ -359,7 +320,7 @@ def _read_authors(
         raise InputError(f"{name}: split {split!r} is not one of {', '.join(SPLITS)}")
     grading = _Grading()
     grading.task(task)
-    responses, file_model = _authors_responses(name, _load_json(path))
+    responses, file_model = _authors_responses(name, read_json(path))
     model_name = model or file_model or Path(path).stem
     samples: list[Sample] = []
     questions: list[tuple[str, str, str]] = []
@@ -414,7 +375,7 @@ def detect_format(path: PathLike) -> Format:
     ``"authors"`` for one JSON document that is an object with ``responses`` or
     a list; ``"jsonl"`` otherwise.
     """
-    with _open(path) as stream:
+    with open_bytes(path) as stream:
         text = stream.read().decode("utf-8", errors="replace").lstrip()
     if text.startswith("["):
         return "authors"

@@ -23,20 +23,18 @@ Every error names the file and the line (JSONL) or item (JSON) and the key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slm_mux.errors import FormatError, InputError
+from slm_mux.errors import FormatError
+from slm_mux.jsonfile import read_json, read_json_lines, starts_with
 from slm_mux.tasks import get_task
 from slm_mux.tasks.base import Question, question_hash
 from slm_mux.tasks.gpqa import LETTERS, GpqaTask, shuffled_question, strip_letter_prefixes
 from slm_mux.tasks.gsm8k import Gsm8kTask, plain_decimal
 from slm_mux.tasks.math import last_boxed
-
-_TOO_LONG = "a number too long to read"
 
 
 def is_unicode(text: str) -> bool:
@@ -103,30 +101,12 @@ class Record:
 def read_records(path: str | Path) -> list[Record]:
     """The objects of a JSON array or JSONL file (blank lines skipped)."""
     name = str(path)
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{name}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise FormatError(name, None, "not UTF-8 text") from None
-    located: list[tuple[int | None, object]] = []
-    if content.lstrip().startswith("["):
-        try:
-            items = json.loads(content)
-        except json.JSONDecodeError as error:
-            raise FormatError(name, error.lineno, f"invalid JSON: {error.msg}") from None
-        except ValueError:  # json refuses integers of more than 4300 digits
-            raise FormatError(name, None, f"invalid JSON: {_TOO_LONG}") from None
+    located: list[tuple[int | None, object]]
+    if starts_with(path, "["):
+        items = read_json(path)
         located = [(None, item) for item in items]
     else:
-        for number, line in enumerate(content.splitlines(), start=1):
-            if line.strip():
-                try:
-                    located.append((number, json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise FormatError(name, number, f"invalid JSON: {error.msg}") from None
-                except ValueError:
-                    raise FormatError(name, number, f"invalid JSON: {_TOO_LONG}") from None
+        located = list(read_json_lines(path))
     records = []
     for index, (line_number, item) in enumerate(located):
         if not isinstance(item, dict):
