@@ -109,4 +109,4 @@ def split_tokens(total: int | None, weights: Sequence[int]) -> list[int | None]:
     leftover = total - sum(shares)
     for i in sorted(range(len(parts)), key=lambda i: -parts[i][1])[:leftover]:
         shares[i] += 1
-    return [*shares]
+    return list(shares)
