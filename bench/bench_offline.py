@@ -51,7 +51,6 @@ def synthetic_arrays(codes: np.ndarray, split: str) -> SampleArrays:
         codes=codes.astype(np.int64),
         recorded=np.full(codes.shape[:2], codes.shape[2], dtype=np.int64),
         code_correct=code_correct,
-        sample_correct=codes == 0,
         answers=[[f"answer {c}" for c in range(ANSWERS)]] * n_questions,
     )
 

@@ -9,6 +9,7 @@ generation, not k sequential calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,8 +81,6 @@ def sample_seed(seed: int | None, question_id: str, first_sample: int) -> int | 
     """A per-question, per-sample-offset seed, stable across runs and processes."""
     if seed is None:
         return None
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}:{question_id}:{first_sample}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,7 +77,6 @@ class SampleArrays:
     codes: IntArray
     recorded: IntArray
     code_correct: BoolArray
-    sample_correct: BoolArray
     answers: list[list[str]]
     dropped_questions: int = 0
 
@@ -125,8 +124,6 @@ class SampleArrays:
         code_correct = np.zeros((len(complete), classes), dtype=np.bool_)
         for q, verdicts in enumerate(correct_rows):
             code_correct[q, : len(verdicts)] = verdicts
-        questions = np.arange(len(complete))[None, :, None]
-        sample_correct = (codes >= 0) & code_correct[questions, np.maximum(codes, 0)]
         return cls(
             split=split,
             models=list(chosen),
@@ -135,7 +132,6 @@ class SampleArrays:
             codes=codes,
             recorded=recorded,
             code_correct=code_correct,
-            sample_correct=sample_correct,
             answers=answers,
             dropped_questions=len(grouped) - len(complete),
         )
@@ -153,8 +149,13 @@ class SampleArrays:
             models=list(models),
             codes=self.codes[index],
             recorded=self.recorded[index],
-            sample_correct=self.sample_correct[index],
         )
+
+    @cached_property
+    def sample_correct(self) -> BoolArray:
+        """Whether each sample ``[m, q, s]`` is correct (no vote and padding are not)."""
+        by_question_last = np.moveaxis(self.codes, 1, -1)
+        return np.moveaxis(self.is_correct(by_question_last), -1, 1)
 
     def is_correct(self, codes: IntArray) -> BoolArray:
         """Whether each code of shape ``[..., questions]`` is a correct answer; no vote is wrong."""
