@@ -39,7 +39,7 @@ from slm_mux.errors import FormatError, InputError
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.store import Store
-from slm_mux.tasks import Task, get_task
+from slm_mux.tasks import get_task, graded
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
 
@@ -122,33 +122,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-class _Grading:
-    """Tasks by name, and their verdicts memoized per (task, answer, reference)."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, Task] = {}
-        self._verdicts: dict[tuple[str, str | None, str], bool] = {}
-
-    def task(self, name: str) -> Task:
-        """The task called ``name``; an unknown name raises :class:`InputError`."""
-        if name not in self._tasks:
-            self._tasks[name] = get_task(name)
-        return self._tasks[name]
-
-    def grade(self, task: str, answer: str | None, reference: str) -> bool:
-        """Whether ``answer`` is correct against ``reference`` under ``task``."""
-        key = (task, answer, reference)
-        if key not in self._verdicts:
-            self._verdicts[key] = self.task(task).grade(answer, reference)
-        return self._verdicts[key]
-
-
 # JSON Lines
 
 
-def _jsonl_sample(
-    record: Any, path: str, lineno: int, default_task: str, grading: _Grading
-) -> Sample:
+def _jsonl_sample(record: Any, path: str, lineno: int, default_task: str) -> Sample:
     """The sample of one JSONL line; raises :class:`FormatError` if malformed."""
     if not isinstance(record, dict):
         raise FormatError(path, lineno, f"expected a JSON object, got {_shown(record)}")
@@ -166,11 +143,11 @@ def _jsonl_sample(
             raise FormatError(path, lineno, f"{key!r} is not valid Unicode (a lone surrogate)")
     record.setdefault("task", default_task)
     try:
-        grading.task(record["task"])
+        get_task(record["task"])
     except InputError:
         raise FormatError(path, lineno, f"unknown task {record['task']!r}") from None
     if record.get("correct") is None:
-        record["correct"] = grading.grade(record["task"], record["answer"], record["reference"])
+        record["correct"] = graded(record["task"], record["answer"], record["reference"])
     if record.get("latency_s") is not None:
         record["latency_s"] = float(record["latency_s"])
     return Sample(**record)
@@ -184,12 +161,11 @@ def read_jsonl(path: PathLike, *, default_task: str = "exact") -> list[Sample]:
     malformed line raises :class:`FormatError` (``file:line: reason``).
     """
     name = str(path)
-    grading = _Grading()
-    grading.task(default_task)
+    get_task(default_task)
     first_seen: dict[tuple[str, str, str, str, int], tuple[int, str | None]] = {}
     samples: list[Sample] = []
     for lineno, record in read_json_lines(path):
-        sample = _jsonl_sample(record, name, lineno, default_task, grading)
+        sample = _jsonl_sample(record, name, lineno, default_task)
         key = (sample.model, sample.task, sample.question_id, sample.split, sample.sample)
         if key not in first_seen:
             first_seen[key] = (lineno, sample.answer)
@@ -318,8 +294,7 @@ def _read_authors(
     checked_split = next((known for known in SPLITS if known == split), None)
     if checked_split is None:
         raise InputError(f"{name}: split {split!r} is not one of {', '.join(SPLITS)}")
-    grading = _Grading()
-    grading.task(task)
+    get_task(task)
     responses, file_model = _authors_responses(name, read_json(path))
     model_name = model or file_model or Path(path).stem
     samples: list[Sample] = []
@@ -346,7 +321,7 @@ def _read_authors(
                     sample=number,
                     answer=answer,
                     reference=reference,
-                    correct=grading.grade(task, answer, reference),
+                    correct=graded(task, answer, reference),
                     text=text,
                 )
             )

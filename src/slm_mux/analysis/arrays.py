@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from slm_mux.errors import InputError, StoreError
 from slm_mux.sample import Sample
 from slm_mux.selection import encode
-from slm_mux.tasks import Task, get_task
+from slm_mux.tasks import Task, get_task, graded
 
 NOT_RECORDED = -2
 """Code of a padding slot: a sample that was never recorded."""
@@ -26,15 +26,7 @@ NOT_RECORDED = -2
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-_TASKS: dict[str, Task] = {}
 _CLUSTERS: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
-_GRADES: dict[tuple[str, str, str], bool] = {}
-
-
-def _task(name: str) -> Task:
-    if name not in _TASKS:
-        _TASKS[name] = get_task(name)
-    return _TASKS[name]
 
 
 def _cluster(task: Task, question_id: str, distinct: Sequence[str]) -> list[int]:
@@ -43,16 +35,6 @@ def _cluster(task: Task, question_id: str, distinct: Sequence[str]) -> list[int]
     if key not in _CLUSTERS:
         _CLUSTERS[key] = list(task.cluster(distinct))
     return _CLUSTERS[key]
-
-
-def _grade(task: Task, answer: str | None, reference: str) -> bool:
-    """The task's verdict on one answer, computed once per distinct string."""
-    if answer is None or not answer.strip():
-        return False
-    key = (task.name, reference, answer)
-    if key not in _GRADES:
-        _GRADES[key] = task.grade(answer, reference)
-    return _GRADES[key]
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +98,9 @@ class SampleArrays:
             )
             reference = rows[0][0].reference
             answers.append(representatives)
-            correct_rows.append([_grade(task, answer, reference) for answer in representatives])
+            correct_rows.append(
+                [graded(task.name, answer, reference) for answer in representatives]
+            )
             for m, row in enumerate(rows):
                 recorded[m, q] = len(row)
                 codes[m, q, : len(row)] = question_codes[m, : len(row)]
@@ -204,7 +188,7 @@ def _question_task(question_id: str, rows: Sequence[Sequence[Sample]]) -> Task:
             f"question {question_id!r} has samples of tasks {', '.join(map(repr, names))}; "
             "choose one task"
         )
-    return _task(names[0])
+    return get_task(names[0])
 
 
 def validation_accuracy(validation: SampleArrays) -> dict[str, float]:

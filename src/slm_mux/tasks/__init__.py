@@ -6,6 +6,8 @@ constructor that needs no arguments, and add it to ``_TASKS``.
 
 from __future__ import annotations
 
+from functools import cache, lru_cache
+
 from slm_mux.errors import InputError
 from slm_mux.tasks.arith import ArithTask
 from slm_mux.tasks.base import Message, Question, Task
@@ -28,12 +30,19 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
+@cache
 def get_task(name: str) -> Task:
-    """The built-in task called ``name``."""
+    """The built-in task called ``name`` (one shared instance: tasks hold no state)."""
     try:
         return _TASKS[name]()
     except KeyError:
         raise InputError(f"unknown task {name!r}; choose from {', '.join(task_names())}") from None
 
 
-__all__ = ["Message", "Question", "Task", "get_task", "task_names"]
+@lru_cache(maxsize=1 << 16)
+def graded(task: str, answer: str | None, reference: str) -> bool:
+    """``get_task(task).grade(answer, reference)``, memoized: the same strings recur a lot."""
+    return get_task(task).grade(answer, reference)
+
+
+__all__ = ["Message", "Question", "Task", "get_task", "graded", "task_names"]
