@@ -31,7 +31,7 @@ import openai
 
 from slm_mux.backends.openai_compat import OpenAICompatibleBackend
 from slm_mux.collect import collect
-from slm_mux.engine import Member
+from slm_mux.members import Member
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
 
@@ -115,7 +115,7 @@ async def run_once(base_url: str, questions: int, k: int, concurrency: int) -> d
     ]
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "s.db") as store:
         cpu, wall = time.process_time(), time.perf_counter()
-        report = await collect(members, task, items, split="test", store=store, show_progress=False)
+        report = await collect(members, task, items, split="test", store=store)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         stored = store.count()
     await asyncio.gather(*(m.backend.aclose() for m in members))

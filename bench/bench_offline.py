@@ -1,134 +1,248 @@
-"""Time the offline analysis on synthetic data: ``python bench/bench_offline.py``.
+"""Time the offline analysis from a store on disk: ``python bench/bench_offline.py``.
 
-Case 1: 5 models x 500 questions x 9 samples: building the arrays from Sample
-records, ``evaluate`` for every k = 1..9 (10 trials) and the search for sizes 1..5.
-Case 2: 20 models x 2,000 questions x 16 samples: ``evaluate`` at k=8 and k=16
-(100 trials) and the exact search for every size 1..20.
+(a) 10 models x 2,000 questions (1,000 validation, 1,000 test) x 9 samples
+    (180,000 samples): ``slm-mux scale`` + ``slm-mux search`` through the CLI
+    entry, in-process, including the load from SQLite;
+(b) the same data and the same work in the SLM-MUX authors' style: a faithful
+    re-implementation, written for this bench, of the per-question Python loops
+    of their package (``billwang485/SLM-MUX-ICLR``: ``engine/offline.py``
+    ``OfflineMUX.simulate`` for the k-sweep, ``engine/selector.py``
+    ``ModelSelector.search`` for the subset search), reading their per-model
+    JSON layout. It is not their code; it follows its algorithm and data flow;
+(c) 20 models x 2,000 test questions x 16 samples (640,000 samples, plus 200
+    validation questions for tie-breaks): ``slm-mux eval --k 8 --trials 100``
+    as a real subprocess, wall time including interpreter start.
 """
 
 from __future__ import annotations
 
-import resource
+import itertools
+import json
+import random
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
 
 import numpy as np
 
-from slm_mux.analysis import SampleArrays, evaluate, search
-from slm_mux.sample import Sample
-from slm_mux.selection import NO_VOTE
+from slm_mux.cli import main
 
-T = TypeVar("T")
 ANSWERS = 4
-"""Distinct answers per question; answer 0 is the correct one."""
+"""Distinct answers per question; answer ``a0`` is the correct one."""
 
 
 def synthetic_codes(
     rng: np.random.Generator, skill: np.ndarray, questions: int, samples: int
 ) -> np.ndarray:
-    """Codes ``[models, questions, samples]``, right with a per-model, per-question chance."""
+    """Codes ``[models, questions, samples]`` (-1: no answer), right with a logistic chance."""
     difficulty = rng.normal(0.0, 1.5, size=questions)
     chance = 1 / (1 + np.exp(-(skill[:, None] - difficulty[None, :])))
     shape = (len(skill), questions, samples)
     right = rng.random(shape) < chance[..., None]
-    wrong = rng.integers(1, ANSWERS, size=shape)
-    codes = np.where(right, 0, wrong)
-    return np.where(rng.random(shape) < 0.03, NO_VOTE, codes)
+    codes = np.where(right, 0, rng.integers(1, ANSWERS, size=shape))
+    return np.where(rng.random(shape) < 0.03, -1, codes)
 
 
-def synthetic_arrays(codes: np.ndarray, split: str) -> SampleArrays:
-    """SampleArrays straight from codes (every model records every sample)."""
-    n_models, n_questions, _ = codes.shape
-    code_correct = np.zeros((n_questions, ANSWERS), dtype=np.bool_)
-    code_correct[:, 0] = True
-    return SampleArrays(
-        split=split,
-        models=[f"model-{m:02d}" for m in range(n_models)],
-        question_ids=[f"q{q:05d}" for q in range(n_questions)],
-        tasks=["exact"] * n_questions,
-        codes=codes.astype(np.int64),
-        recorded=np.full(codes.shape[:2], codes.shape[2], dtype=np.int64),
-        code_correct=code_correct,
-        answers=[[f"answer {c}" for c in range(ANSWERS)]] * n_questions,
-    )
+def write_store(folder: Path, models: int, splits: dict[str, int], samples: int) -> Path:
+    """A store of synthetic ``exact`` samples, imported through ``slm-mux import``."""
+    rng = np.random.default_rng(models)
+    skill = rng.uniform(-0.5, 1.5, size=models)
+    data = folder / f"samples-{models}.jsonl"
+    with data.open("w", encoding="utf-8") as out:
+        for split, questions in splits.items():
+            codes = synthetic_codes(rng, skill, questions, samples)
+            for (m, q, s), code in np.ndenumerate(codes):
+                record = {
+                    "model": f"model-{m:02d}",
+                    "question_id": f"{split[0]}{q:05d}",
+                    "sample": s,
+                    "answer": None if code < 0 else f"a{code}",
+                    "reference": "a0",
+                    "split": split,
+                }
+                out.write(json.dumps(record) + "\n")
+    store = folder / f"store-{models}.db"
+    with redirect_stdout(StringIO()):
+        assert main(["import", str(data), "--store", str(store), "--task", "exact"]) == 0
+    return store
 
 
-def synthetic_samples(codes: np.ndarray, split: str) -> list[Sample]:
-    """Sample records for ``codes`` with the exact task (answer ``a0`` is right)."""
-    return [
-        Sample(
-            model=f"model-{m:02d}",
-            task="exact",
-            question_id=f"q{q:05d}",
-            split="test" if split == "test" else "validation",
-            sample=s,
-            answer=None if code == NO_VOTE else f"a{code}",
-            reference="a0",
+def write_authors_layout(store: Path, folder: Path) -> dict[str, dict[str, Path]]:
+    """Per split and model, a JSON file in the authors' layout (from ``slm-mux export``)."""
+    exported = StringIO()
+    with redirect_stdout(exported):
+        assert main(["export", "--store", str(store)]) == 0
+    grouped: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
+    for line in exported.getvalue().splitlines():
+        row = json.loads(line)
+        question = grouped.setdefault((row["split"], row["model"]), {}).setdefault(
+            row["question_id"],
+            {"question": row["question_id"], "reference_answer": row["reference"], "samples": []},
         )
-        for (m, q, s), code in np.ndenumerate(codes)
-    ]
+        question["samples"].append({"extracted_answer": row["answer"] or ""})  # type: ignore[union-attr]
+    paths: dict[str, dict[str, Path]] = {}
+    for (split, model), questions in grouped.items():
+        path = folder / f"authors-{split}-{model}.json"
+        path.write_text(json.dumps({"model": model, "responses": list(questions.values())}))
+        paths.setdefault(split, {})[model] = path
+    return paths
 
 
-def timed(label: str, rows: list[tuple[str, float]], run: Callable[[], T]) -> T:
+# (b) The authors' approach, re-implemented: per question, per model, per trial in Python.
+
+AuthorsData = dict[str, dict[str, tuple[str, list[str]]]]
+"""model -> question -> (reference, extracted answers)."""
+
+
+def authors_load(paths: dict[str, Path]) -> AuthorsData:
+    """Read each model's JSON into question -> (reference, answers), as their loader does."""
+    data: AuthorsData = {}
+    for model, path in paths.items():
+        responses = json.loads(path.read_text())["responses"]
+        data[model] = {
+            r["question"]: (
+                r["reference_answer"].strip(),
+                [s["extracted_answer"].strip() for s in r["samples"]],
+            )
+            for r in responses
+        }
+    return data
+
+
+def authors_simulate(
+    data: AuthorsData, models: list[str], k: int, trials: int, seed: int, accuracy: dict[str, float]
+) -> float:
+    """Their Monte Carlo loop: sample k per model with ``random.sample``, pooled vote, ties by
+    the best supporting model's accuracy (then a random pick among the finalists)."""
+    rng = random.Random(seed)
+    common = set.intersection(*(set(data[m]) for m in models))
+    correct = total = 0
+    for _ in range(trials):
+        for question in common:
+            votes: list[str] = []
+            supporters: dict[str, set[str]] = {}
+            reference = ""
+            for model in models:
+                reference = reference or data[model][question][0]
+                pool = data[model][question][1]
+                for index in rng.sample(range(len(pool)), k=min(k, len(pool))):
+                    votes.append(pool[index])
+                    if pool[index]:
+                        supporters.setdefault(pool[index], set()).add(model)
+            counter: dict[str, int] = {}
+            for vote in votes:
+                if vote:
+                    counter[vote] = counter.get(vote, 0) + 1
+            prediction = ""
+            if counter:
+                top = max(counter.values())
+                tied = [a for a, c in counter.items() if c == top]
+                if len(tied) == 1:
+                    prediction = tied[0]
+                else:
+                    support = {a: max(accuracy.get(m, 0.0) for m in supporters[a]) for a in tied}
+                    best = max(support.values())
+                    prediction = rng.choice([a for a in tied if support[a] == best])
+            total += 1
+            correct += bool(prediction) and prediction == reference
+    return correct / total
+
+
+def authors_combo_score(
+    combo: tuple[str, ...], data: AuthorsData, lam: float, robust: int
+) -> tuple[float, float]:
+    """Their objective for one subset, by a loop over every question and model."""
+    questions = set().union(*(data[m] for m in combo))
+    union = contradicted = 0
+    for question in questions:
+        any_correct = any_sure_wrong = False
+        for model in combo:
+            if question not in data[model]:
+                continue
+            reference, answers = data[model][question]
+            right = sum(a == reference for a in answers)
+            any_correct |= right >= robust
+            any_sure_wrong |= len(answers) > 1 and len(set(answers)) == 1 and right == 0
+        if any_correct:
+            union += 1
+            contradicted += any_sure_wrong and len(combo) > 1
+    union_acc = union / len(questions)
+    return union_acc - lam * (contradicted / union if union else 0.0), union_acc
+
+
+def authors_search(data: AuthorsData, lam: float, robust: int) -> dict[int, tuple[str, ...]]:
+    """Every combination of every size 2..N; best by score, then union accuracy."""
+    models = sorted(data)
+    best: dict[int, tuple[str, ...]] = {}
+    for size in range(2, len(models) + 1):
+        top = (-1.0, -1.0)
+        for combo in itertools.combinations(models, size):
+            score = authors_combo_score(combo, data, lam, robust)
+            if score > top:
+                top, best[size] = score, combo
+    return best
+
+
+def authors_sweep_and_search(paths: dict[str, dict[str, Path]], samples: int) -> None:
+    """Their k-sweep (k = 1..samples, 10 trials) on test and their search on validation."""
+    test, validation = authors_load(paths["test"]), authors_load(paths["validation"])
+    accuracy = {
+        m: float(np.mean([a == ref for ref, answers in q.values() for a in answers]))
+        for m, q in validation.items()
+    }
+    for k in range(1, samples + 1):
+        authors_simulate(test, sorted(test), k, trials=10, seed=0, accuracy=accuracy)
+    authors_search(validation, lam=1.0, robust=1)
+
+
+def timed(run: Callable[[], object]) -> float:
     start = time.perf_counter()
-    result = run()
-    rows.append((label, time.perf_counter() - start))
-    return result
+    run()
+    return time.perf_counter() - start
 
 
-def case_small(rows: list[tuple[str, float]]) -> None:
-    rng = np.random.default_rng(1)
-    skill = rng.uniform(-0.5, 1.5, size=5)
-    samples = synthetic_samples(synthetic_codes(rng, skill, 500, 9), "test")
-    validation = synthetic_arrays(synthetic_codes(rng, skill, 500, 9), "validation")
-    test = timed(
-        "case 1: SampleArrays.from_samples (22,500 samples, exact task)",
-        rows,
-        lambda: SampleArrays.from_samples(samples, split="test"),
-    )
-    start = time.perf_counter()
-    timed(
-        "case 1: evaluate k=1..9, 10 trials",
-        rows,
-        lambda: [evaluate(test, k=k, trials=10, seed=0) for k in range(1, 10)],
-    )
-    timed("case 1: search sizes 1..5 (k=9)", rows, lambda: search(validation, k=9, max_models=5))
-    rows.append(("case 1: evaluate + search", time.perf_counter() - start))
+def quiet_main(argv: list[str]) -> None:
+    with redirect_stdout(StringIO()):
+        assert main(argv) == 0
 
 
-def case_large(rows: list[tuple[str, float]]) -> None:
-    rng = np.random.default_rng(2)
-    skill = rng.uniform(-0.5, 1.5, size=20)
-    test = synthetic_arrays(synthetic_codes(rng, skill, 2000, 16), "test")
-    validation = synthetic_arrays(synthetic_codes(rng, skill, 2000, 16), "validation")
-    start = time.perf_counter()
-    timed("case 2: evaluate k=8, 100 trials", rows, lambda: evaluate(test, k=8, trials=100, seed=0))
-    timed(
-        "case 2: evaluate k=16, 100 trials", rows, lambda: evaluate(test, k=16, trials=100, seed=0)
-    )
-    found = timed(
-        "case 2: exact search sizes 1..20 (k=16)",
-        rows,
-        lambda: search(validation, k=16, max_models=20),
-    )
-    assert found.exact
-    rows.append(("case 2: total", time.perf_counter() - start))
-
-
-def main() -> None:
+def main_bench() -> None:
     rows: list[tuple[str, float]] = []
-    case_small(rows)
-    case_large(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = write_store(folder, 10, {"validation": 1000, "test": 1000}, 9)
+        flags = ["--store", str(store), "--max-models", "10", "--trials", "10"]
+        ours = timed(
+            lambda: (
+                quiet_main(["scale", *flags, "--out", str(folder / "plots")]),
+                quiet_main(["search", *flags, "--k", "9"]),
+            )
+        )
+        rows.append(("(a) slm-mux scale + search, 10 x 2,000 x 9, from the store", ours))
+        layout = write_authors_layout(store, folder)
+        theirs = timed(lambda: authors_sweep_and_search(layout, 9))
+        rows.append(("(b) authors' approach (re-implemented): k-sweep + search", theirs))
+        rows.append(("    ratio (b) / (a)", theirs / ours))
+        big = write_store(folder, 20, {"validation": 200, "test": 2000}, 16)
+        argv = ["slm-mux", "eval", "--store", str(big), "--k", "8", "--trials", "100", "--json"]
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        rows.append(
+            (
+                "(c) slm-mux eval 20 x 2,000 x 16 --k 8 --trials 100 (subprocess)",
+                time.perf_counter() - start,
+            )
+        )
     width = max(len(label) for label, _ in rows)
     print(f"{'step':<{width}}  seconds")
-    for label, seconds in rows:
-        print(f"{label:<{width}}  {seconds:7.3f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    print(f"peak RSS: {peak * scale / 2**20:.0f} MiB")
+    for label, value in rows:
+        print(f"{label:<{width}}  {value:7.3f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_bench())

@@ -328,7 +328,12 @@ def evaluate_pool(
     }
     accuracy = validation_accuracy(arrays["validation", "overall"])
     methods = {
-        key: evaluate(test, k=k, trials=1, seed=0, validation_accuracy=accuracy).methods
+        key: {
+            str(method): score
+            for method, score in evaluate(
+                test, k=k, trials=1, seed=0, validation_accuracy=accuracy
+            ).methods.items()
+        }
         for key, test in arrays.items()
     }
     found = with_test_accuracy(

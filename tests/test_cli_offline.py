@@ -13,6 +13,7 @@ import pytest
 
 from slm_mux.cli import main
 from slm_mux.selection import decide
+from slm_mux.store import Store
 
 MODELS = ("strong", "middling", "narrow")
 SAMPLES = 5
@@ -31,7 +32,7 @@ def _write_recorded(path: Path, *, questions: int = 40, seed: int = 3) -> list[d
                 p = 0.95 if model == "narrow" and q % 3 == 0 else skill[model]
                 for s in range(SAMPLES):
                     right = rng.random() < p
-                    answer = reference if right else str(rng.integers(7, 10))
+                    answer: str | None = reference if right else str(rng.integers(7, 10))
                     if rng.random() < 0.05:
                         answer = None
                     rows.append(
@@ -153,7 +154,7 @@ def test_search_json_and_size_one_is_best_majority_model(
         qids = sorted({str(r["question_id"]) for r in rows if r["split"] == "validation"})
         for qid in qids:
             mine = [r for r in rows if r["model"] == model and r["question_id"] == qid]
-            first = [r["answer"] for r in sorted(mine, key=lambda r: int(r["sample"]))][:3]
+            first = [r["answer"] for r in sorted(mine, key=lambda r: int(str(r["sample"])))][:3]
             votes = Counter(a for a in first if a is not None)
             if votes:
                 top = max(votes.values())
@@ -213,8 +214,10 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_store_errors_from_the_real_command(tmp_path: Path) -> None:
     missing = _run("eval", "--store", str(tmp_path / "nope.db"))
-    assert missing.returncode == 1
-    assert "nope.db" in missing.stderr and "Traceback" not in missing.stderr
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"slm-mux: error: {tmp_path / 'nope.db'}: no such store\n",
+    )
 
     only_test = tmp_path / "test-only.jsonl"
     only_test.write_text(
@@ -237,11 +240,18 @@ def test_store_errors_from_the_real_command(tmp_path: Path) -> None:
     assert "search needs validation samples of every model; none for 'a'" in search.stderr
     assert "Traceback" not in search.stderr
 
+    # A failed import creates no store; a store without samples says so.
     empty = tmp_path / "empty.db"
     assert _run("import", str(tmp_path / "absent.jsonl"), "--store", str(empty)).returncode == 1
+    assert not empty.exists()
     result = _run("eval", "--store", str(empty))
-    assert result.returncode == 1
-    assert "empty" in result.stderr or "no such store" in result.stderr
+    assert (result.returncode, result.stderr) == (1, f"slm-mux: error: {empty}: no such store\n")
+    Store(empty).close()
+    result = _run("eval", "--store", str(empty))
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"slm-mux: error: {empty}: the store is empty; import or collect samples first\n",
+    )
 
 
 def test_malformed_file_is_rejected_whole(tmp_path: Path) -> None:
@@ -272,17 +282,32 @@ def test_malformed_file_is_rejected_whole(tmp_path: Path) -> None:
     assert [json.loads(line)["question_id"] for line in exported] == ["q1"]
 
 
-def test_an_unwritable_output_folder_is_one_error_line(
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(
     tmp_path: Path, store: tuple[Path, list[dict[str, object]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, _ = store
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     capsys.readouterr()
-    assert main(["report", "--store", str(db), "--trials", "1", "--out", str(blocker)]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--store", str(db), "--trials", "1", "--out", str(blocker)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"slm-mux: error: argument --out: {str(blocker)!r} is a file, not a folder "
+        "(see 'slm-mux report --help')\n"
+    )
+
+
+def test_an_unwritable_output_file_is_one_error_line(
+    tmp_path: Path, store: tuple[Path, list[dict[str, object]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _ = store
+    out = tmp_path / "out"
+    (out / "report.md").mkdir(parents=True)  # the report cannot be written over a folder
+    capsys.readouterr()
+    assert main(["report", "--store", str(db), "--trials", "1", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("slm-mux: error: ") and str(blocker) in err
-    assert err.count("\n") == 1
+    assert err == f"slm-mux: error: {out / 'report.md'}: Is a directory\n"
 
 
 def test_a_model_without_validation_samples_ranks_last_and_blocks_only_search(

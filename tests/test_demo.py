@@ -88,3 +88,19 @@ def test_a_smaller_or_reseeded_rerun_reports_only_its_own_questions(
     with Store(tmp_path / "store.db") as store:
         texts = {s.question_id for s in store.samples(split="test")}
     assert 8 < len(texts) <= 13  # seed 1 drew new questions beside the first 8
+
+
+def test_a_failing_demo_model_names_the_model_question_and_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    for name in ("broken-a", "broken-b"):
+        (models / name).mkdir(parents=True)
+        (models / name / "config.json").write_text("{}")
+    code = main(["demo", "--out", str(tmp_path / "out"), "--models-dir", str(models),
+                 "--questions", "2", "--validation-questions", "2", "--samples", "2",
+                 "--k", "2", "--quiet"])  # fmt: skip
+    assert code == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.startswith("slm-mux: error: collecting validation failed: model 'broken-a', ")
+    assert "question arith-validation-" in line and "cannot load" in line

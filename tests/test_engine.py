@@ -18,8 +18,9 @@ import pytest
 from slm_mux.backends.base import Price
 from slm_mux.backends.scripted import ScriptedBackend
 from slm_mux.collect import collect
-from slm_mux.engine import Member, Mux, MuxAnswer
+from slm_mux.engine import Mux, MuxAnswer
 from slm_mux.errors import BackendError, InputError
+from slm_mux.members import Member
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
 from slm_mux.testing.fake_server import FakeServerConfig, run_fake_server
@@ -98,11 +99,7 @@ def test_every_model_failing_is_an_error() -> None:
 
 
 def _collect(members: list[Member], store: Store, questions: list[Question] = QUESTIONS) -> None:
-    report = asyncio.run(
-        collect(
-            members, get_task("gsm8k"), questions, split="test", store=store, show_progress=False
-        )
-    )
+    report = asyncio.run(collect(members, get_task("gsm8k"), questions, split="test", store=store))
     assert set(report.models) == {m.name for m in members}
 
 
@@ -315,9 +312,8 @@ def test_collection_counts_tokens_and_cost_at_the_pool_prices(tmp_path: Path) ->
     priced = Member(ScriptedBackend("priced", {"*": ["so #### 2"]}), k=2, price=Price(1.0, 3.0))
     with Store(tmp_path / "s.db") as store:
         report = asyncio.run(
-            collect([priced], get_task("gsm8k"), QUESTIONS[:3], split="test", store=store,
-                    show_progress=False)
-        )  # fmt: skip
+            collect([priced], get_task("gsm8k"), QUESTIONS[:3], split="test", store=store)
+        )
         samples = store.samples()
     progress = report.models["priced"]
     assert progress.completion_tokens == sum(s.completion_tokens or 0 for s in samples) == 3 * 2 * 3

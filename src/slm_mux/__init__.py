@@ -5,8 +5,9 @@ live :class:`Mux`, the :class:`Store` of samples, tasks by name
 (:func:`get_task`) and the error hierarchy (:class:`SlmMuxError`).
 """
 
-from slm_mux.engine import Member, Mux, MuxAnswer
+from slm_mux.engine import Mux, MuxAnswer
 from slm_mux.errors import BackendError, FormatError, InputError, SlmMuxError, StoreError
+from slm_mux.members import Member
 from slm_mux.sample import Sample
 from slm_mux.selection import Decision, decide, select
 from slm_mux.store import Store

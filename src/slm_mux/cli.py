@@ -9,34 +9,109 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from slm_mux import __version__
 from slm_mux.errors import InputError, SlmMuxError
+from slm_mux.tasks import task_names
+
+if TYPE_CHECKING:
+    from slm_mux.store import Holding
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _models(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise InputError("--models needs at least one model name")
+# --- flag values, checked while parsing: before any file is read or model loaded ---
+
+MAX_SAMPLES = 1000
+"""Upper bound of ``--k`` and ``--samples`` (samples per model per question)."""
+MAX_TRIALS = 10_000
+MAX_MODELS = 1000
+MAX_LIMIT = 10_000_000
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit: every consumer (numpy, ``random``, torch, servers) takes them."""
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            message = f"expected an integer from {low} to {high}, got {text!r}"
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    return integer
+
+
+def _weight(text: str) -> float:
+    """An argparse type: a finite number ``>= 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    """An argparse type: comma-separated model names, none empty or repeated."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names, got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"model {repeated[0]!r} is named twice in {text!r}")
     return names
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _question(text: str) -> str:
+    """An argparse type: a question with some non-blank text."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the question is empty: {text!r}")
+    return text
+
+
+def _creatable(path: Path) -> None:
+    """Raise unless ``path`` could be created: its nearest existing ancestor is a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{path}: {parent} is not a folder")
+            return
+
+
+def _folder(text: str) -> str:
+    """An argparse type: an output folder, existing or not, but not a file."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    _creatable(path)
+    return text
+
+
+def _store_file(text: str) -> str:
+    """An argparse type: a store file, existing or not, but not a folder."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a store file, got ''")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a store file")
+    _creatable(path)
+    return text
 
 
 def _print_json(payload: dict[str, Any]) -> None:
@@ -52,17 +127,29 @@ def _warn(message: str) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from slm_mux.formats import read_file, store_contents
-    from slm_mux.store import Store
+    from slm_mux.formats import import_files
 
-    # Every file is validated before the store is opened: all or nothing.
-    contents = [
-        read_file(path, split=args.split, task=args.task, model=args.model) for path in args.files
-    ]
-    with Store(args.store) as store:
-        for path, content in zip(args.files, contents, strict=True):
-            new = store_contents(store, content)
-            print(f"{path}: {len(content.samples)} samples read, {new} new", file=sys.stderr)
+    # Every file is validated and staged before the store is opened: all or nothing,
+    # so the per-file lines are printed only once everything is stored.
+    read_lines: list[str] = []
+    report = import_files(
+        args.files,
+        args.store,
+        split=args.split,
+        task=args.task,
+        model=args.model,
+        replace=args.replace,
+        progress=read_lines.append,
+    )
+    for line in read_lines:
+        print(line, file=sys.stderr)
+    replaced = f", {report.replaced} replaced" if args.replace else ""
+    print(f"{report.read} samples read, {report.new} new{replaced}", file=sys.stderr)
+    if report.regraded:
+        _warn(
+            f"{report.regraded} imported samples give a 'correct' that their task's grader "
+            f"contradicts (first: {report.first_regraded}); the grader's verdict is stored"
+        )
     return 0
 
 
@@ -71,9 +158,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     from slm_mux.store import Store
 
     with Store(args.store, create=False) as store:
-        samples = store.samples(split=args.split, models=_models(args.models), task=args.task)
-    write_jsonl(samples, sys.stdout)
+        _check_filters(args, store.summary())
+        samples = store.each_sample(split=args.split, models=args.models, task=args.task)
+        write_jsonl(samples, sys.stdout)
     return 0
+
+
+def _check_filters(args: argparse.Namespace, holdings: Sequence[Holding]) -> None:
+    """Raise :class:`InputError` when ``--task``, ``--split`` or ``--models`` match no sample."""
+    filters = [
+        (flag, field, values)
+        for flag, field, values in (
+            ("--task", "task", [args.task] if args.task else []),
+            ("--split", "split", [args.split] if args.split else []),
+            ("--models", "model", args.models or []),
+        )
+        if values
+    ]
+    for flag, field, values in filters:
+        stored = sorted({getattr(h, field) for h in holdings})
+        for value in values:
+            if value not in stored:
+                has = ", ".join(stored) or "nothing"
+                raise InputError(f"{args.store}: {flag} {value!r} matches no sample (has: {has})")
+    if filters and not any(
+        all(getattr(h, field) in values for _, field, values in filters) for h in holdings
+    ):
+        given = " ".join(f"{flag} {','.join(values)}" for flag, _, values in filters)
+        raise InputError(f"{args.store}: no sample matches {given}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -83,8 +195,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with Store(args.store, create=False) as store:
         holdings = store.summary()
+        failures = store.failures()
     if args.json:
-        _print_json({"holdings": [asdict(h) for h in holdings]})
+        _print_json(
+            {"holdings": [asdict(h) for h in holdings], "failures": [asdict(f) for f in failures]}
+        )
         return 0
     if not holdings:
         print(f"{args.store}: empty")
@@ -97,13 +212,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"| {h.task} | {h.split} | {h.model} | {h.questions} | {h.samples} | "
             f"{h.no_answer} | {accuracy} | {h.failed} |"
         )
+    if failures:
+        print("\nFailed questions (retried by the next collect):\n")
+        print("| model | task | split | question | attempts | last error |")
+        print("|---|---|---|---|---:|---|")
+        for f in failures:
+            error = f.error.replace("|", "\\|").replace("\n", " ")
+            cells = (f.model, f.task, f.split, f.question_id, str(f.attempts), error)
+            print(f"| {' | '.join(cells)} |")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
-    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
     evaluation = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
     if args.json:
         _print_json(evaluation.to_json())
@@ -115,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
-    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
     result = study.search(
         k=args.k, max_models=args.max_models, lam=args.lam, trials=args.trials, seed=args.seed
     )
@@ -130,7 +253,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from slm_mux.analysis import write_plots
     from slm_mux.study import Study
 
-    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
     scaling = study.scale(
         max_models=args.max_models, lam=args.lam, trials=args.trials, seed=args.seed
     )
@@ -144,7 +267,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
-    study = Study.open(args.store, models=_models(args.models), task=args.task, warn=_warn)
+    study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
     report = study.report(
         Path(args.out),
         k=args.k,
@@ -161,52 +284,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- live models ------------------------------------------------------------
 
 
-def _collect(args: argparse.Namespace, split: str, data: str | None) -> tuple[bool, str]:
-    """Collect one split into the store and print a summary.
+def _collect(args: argparse.Namespace, data: dict[str, str | None]) -> tuple[bool, list[str]]:
+    """Collect the splits named in ``data`` (split -> ``--data``) with one set of backends.
 
-    Returns whether every sample is stored, and the name of the task that graded them.
+    Prints a summary per split, task and model to stderr; returns whether every
+    sample is stored, and the names of the tasks that graded them.
     """
-    import asyncio
+    from slm_mux.collect import collect_pool
+    from slm_mux.pool import load_pool
+    from slm_mux.tasks.loading import load_question_set
 
-    from slm_mux.collect import collect, questions_for
-    from slm_mux.pool import load_pool, members_of
-    from slm_mux.store import Store
-
-    task, questions = questions_for(args.task, data, split=split, limit=args.limit)  # type: ignore[arg-type]
-    pool = load_pool(args.pool)
-    members = members_of(pool, k=args.k, models=_models(args.models))
-
-    async def run() -> bool:
-        try:
-            with Store(args.store) as store:
-                report = await collect(
-                    members,
-                    task,
-                    questions,
-                    split=split,  # type: ignore[arg-type]
-                    store=store,
-                    show_progress=not args.quiet,
-                )
-        finally:
-            await asyncio.gather(*(m.backend.aclose() for m in members))
-        for progress in report.models.values():
-            tokens = progress.prompt_tokens + progress.completion_tokens
-            cost = "" if progress.cost_usd is None else f", ${progress.cost_usd:.4f}"
-            print(
-                f"{split}: {progress.model}: {progress.collected} new samples, "
-                f"{progress.already_stored} already stored, "
-                f"{progress.failed_questions} failed questions, {tokens} tokens{cost}",
-                file=sys.stderr,
-            )
-            for error in progress.errors[:3]:
-                print(f"  {error}", file=sys.stderr)
-        return report.complete
-
-    return asyncio.run(run()), task.name
+    plan = {
+        split: load_question_set(args.task, path, split=split, limit=args.limit)  # type: ignore[arg-type]
+        for split, path in data.items()
+    }
+    reports = collect_pool(
+        load_pool(args.pool),
+        plan,  # type: ignore[arg-type]
+        store=args.store,
+        models=args.models,
+        samples=args.samples,
+        show_progress=False if args.quiet else None,
+        log=sys.stderr,
+    )
+    for report in reports:
+        for line in report.summary():
+            print(line, file=sys.stderr)
+    tasks = list(dict.fromkeys(name for q in plan.values() for name in q.task_names))
+    return all(report.complete for report in reports), tasks
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    complete, _ = _collect(args, args.split, args.data)
+    complete, _ = _collect(args, {args.split: args.data})
     if not complete:
         _warn("some questions failed; run the same command again to retry them")
     return 0 if complete else 3
@@ -215,19 +324,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
-    complete = True
+    data: dict[str, str | None] = {"test": args.data}
     if args.validation_data is not None or (args.task == "arith" and args.data is None):
-        complete, _ = _collect(args, "validation", args.validation_data)
-    test_complete, task = _collect(args, "test", args.data)
-    if not (complete and test_complete):
+        data = {"validation": args.validation_data, **data}
+    complete, tasks = _collect(args, data)
+    if not complete:
         _warn("some questions failed; the evaluation uses what was collected")
-    study = Study.open(args.store, models=_models(args.models), task=task, warn=_warn)
+    study = Study.open(args.store, models=args.models, task=",".join(tasks), warn=_warn)
     evaluation = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
     if args.json:
         _print_json(evaluation.to_json())
     else:
         print(evaluation.to_markdown())
-    return 0 if complete and test_complete else 3
+    return 0 if complete else 3
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -242,7 +351,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         args.pool,
         task=args.task,
         k=args.k,
-        models=_models(args.models),
+        models=args.models,
         validation_accuracy=accuracy,
     ) as mux:
         answer = mux.ask(args.question)
@@ -274,7 +383,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         k=args.k,
         trials=args.trials,
         seed=args.seed,
-        show_progress=not args.quiet,
+        show_progress=False if args.quiet else None,
         models_dir=Path(args.models_dir) if args.models_dir else POOL_DIR,
         warn=_warn,
         log=sys.stderr,
@@ -288,48 +397,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- parser -----------------------------------------------------------------
 
+_SEED = _integer(0, MAX_SEED)
+_SAMPLES = _integer(1, MAX_SAMPLES)
+_TRIALS = _integer(1, MAX_TRIALS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``slm-mux: error:`` line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"slm-mux: error: {message} (see '{self.prog} --help')\n")
+
+
+def _task_flag(
+    parser: argparse.ArgumentParser, names: list[str], help_text: str, **kw: Any
+) -> None:
+    """A ``--task`` flag that accepts only ``names``."""
+    parser.add_argument(
+        "--task", choices=names, metavar="TASK", help=f"{help_text}: {', '.join(names)}", **kw
+    )
+
 
 def _study_flags(parser: argparse.ArgumentParser, *, k: bool = True) -> None:
-    parser.add_argument("--store", required=True, help="SQLite sample store")
-    parser.add_argument("--models", help="comma-separated model names (default: all in the store)")
-    parser.add_argument("--task", help="task of the samples (needed when the store holds several)")
+    parser.add_argument("--store", required=True, type=_store_file, help="SQLite sample store")
+    parser.add_argument(
+        "--models", type=_names, help="comma-separated model names (default: all in the store)"
+    )
+    _task_flag(parser, task_names(), "task of the samples (needed when the store holds several)")
     if k:
-        parser.add_argument("--k", type=_positive, help="samples per model (default: all recorded)")
-    parser.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+        parser.add_argument("--k", type=_SAMPLES, help="samples per model (default: all recorded)")
+    parser.add_argument("--trials", type=_TRIALS, default=10, help="random draws (default 10)")
+    parser.add_argument("--seed", type=_SEED, default=0, help="seed of the draws (default 0)")
 
 
 def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--max-models", type=_positive, default=4, help="largest subset size (default 4)"
+        "--max-models",
+        type=_integer(1, MAX_MODELS),
+        default=4,
+        help="largest subset size (default 4)",
     )
     parser.add_argument(
         "--lambda",
         dest="lam",
-        type=float,
+        type=_weight,
         default=1.0,
-        help="weight of the contradiction penalty (default 1)",
+        help="weight (>= 0) of the contradiction penalty (default 1)",
     )
 
 
 def _live_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
-    parser.add_argument("--task", required=True, help="task: prompt, extractor and grader")
-    parser.add_argument("--store", required=True, help="SQLite sample store (created if missing)")
-    parser.add_argument("--k", type=_positive, help="samples per model (default: the pool's)")
-    parser.add_argument("--models", help="comma-separated model names (default: the whole pool)")
-    parser.add_argument("--limit", type=_positive, help="only the first N questions")
+    _task_flag(parser, [*task_names(), "custom"], "task", required=True)
+    parser.add_argument(
+        "--store", required=True, type=_store_file, help="SQLite sample store (created if missing)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=_SAMPLES,
+        help="samples to store per model and question (default: the pool's k)",
+    )
+    parser.add_argument(
+        "--models", type=_names, help="comma-separated model names (default: the whole pool)"
+    )
+    parser.add_argument("--limit", type=_integer(1, MAX_LIMIT), help="only the first N questions")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of every sub-command; it rejects every malformed flag value."""
+    from slm_mux.tasks.arith import MAX_QUESTIONS
+
+    parser = _Parser(
         prog="slm-mux",
         description="Orchestrate small language models with SLM-MUX (arXiv 2510.05077).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    splits = ["validation", "test"]
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -338,19 +483,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = add("import", cmd_import, "import recorded samples (JSONL or the authors' layout)")
     sub.add_argument("files", nargs="+", help="files to import")
-    sub.add_argument("--store", required=True, help="SQLite sample store (created if missing)")
-    sub.add_argument("--split", choices=["validation", "test"], help="split (authors' layout)")
-    sub.add_argument("--task", default="exact", help="grader for samples without a task")
+    sub.add_argument(
+        "--store", required=True, type=_store_file, help="SQLite sample store (created if missing)"
+    )
+    sub.add_argument("--split", choices=splits, help="split (authors' layout)")
+    _task_flag(sub, task_names(), "grader for samples without a task", default="exact")
     sub.add_argument("--model", help="model name (authors' layout; default: from the file)")
+    sub.add_argument(
+        "--replace", action="store_true", help="overwrite stored samples that have another answer"
+    )
 
     sub = add("export", cmd_export, "write stored samples as JSON Lines to stdout")
-    sub.add_argument("--store", required=True, help="SQLite sample store")
-    sub.add_argument("--split", choices=["validation", "test"], help="only this split")
-    sub.add_argument("--models", help="comma-separated model names")
-    sub.add_argument("--task", help="only this task")
+    sub.add_argument("--store", required=True, type=_store_file, help="SQLite sample store")
+    sub.add_argument("--split", choices=splits, help="only this split")
+    sub.add_argument("--models", type=_names, help="comma-separated model names")
+    _task_flag(sub, task_names(), "only this task")
 
     sub = add("status", cmd_status, "what a store holds, per task, split and model")
-    sub.add_argument("--store", required=True, help="SQLite sample store")
+    sub.add_argument("--store", required=True, type=_store_file, help="SQLite sample store")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
@@ -365,48 +515,64 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("scale", cmd_scale, "sweep samples per model and number of models; plot")
     _study_flags(sub, k=False)
     _search_flags(sub)
-    sub.add_argument("--out", default="slm-mux-report", help="output folder")
+    sub.add_argument("--out", type=_folder, default="slm-mux-report", help="output folder")
 
     sub = add("report", cmd_report, "write a Markdown and HTML report with plots")
     _study_flags(sub)
     _search_flags(sub)
-    sub.add_argument("--out", default="slm-mux-report", help="output folder")
+    sub.add_argument("--out", type=_folder, default="slm-mux-report", help="output folder")
 
-    sub = add("collect", cmd_collect, "sample k answers per model per question into the store")
+    sub = add("collect", cmd_collect, "sample answers per model per question into the store")
     _live_flags(sub)
     sub.add_argument("--data", help="question file (JSON/JSONL) or Hugging Face dataset id")
-    sub.add_argument("--split", choices=["validation", "test"], default="test", help="split")
+    sub.add_argument("--split", choices=splits, default="test", help="split")
 
     sub = add("run", cmd_run, "collect validation and test samples, then evaluate")
     _live_flags(sub)
     sub.add_argument("--data", help="test question file or dataset id")
     sub.add_argument("--validation-data", help="validation question file (for tie-breaks)")
-    sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    sub.add_argument(
+        "--k", type=_SAMPLES, help="samples per model in one SLM-MUX vote (default: all stored)"
+    )
+    sub.add_argument("--trials", type=_TRIALS, default=10, help="random draws (default 10)")
+    sub.add_argument("--seed", type=_SEED, default=0, help="seed of the draws (default 0)")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = add("demo", cmd_demo, "the whole pipeline on the bundled tiny models, offline")
-    sub.add_argument("--out", default="slm-mux-demo", help="folder for the store and report")
-    sub.add_argument("--questions", type=_positive, default=200, help="test questions")
     sub.add_argument(
-        "--validation-questions", type=_positive, default=100, help="validation questions"
+        "--out", type=_folder, default="slm-mux-demo", help="folder for the store and report"
     )
-    sub.add_argument("--samples", type=_positive, default=5, help="samples collected per model")
-    sub.add_argument("--k", type=_positive, default=3, help="samples per model for SLM-MUX")
-    sub.add_argument("--trials", type=_positive, default=10, help="random draws (default 10)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the questions and the draws")
+    questions = _integer(1, MAX_QUESTIONS)
+    sub.add_argument("--questions", type=questions, default=200, help="test questions")
+    sub.add_argument(
+        "--validation-questions", type=questions, default=100, help="validation questions"
+    )
+    sub.add_argument("--samples", type=_SAMPLES, default=5, help="samples collected per model")
+    sub.add_argument("--k", type=_SAMPLES, default=3, help="samples per model for SLM-MUX")
+    sub.add_argument("--trials", type=_TRIALS, default=10, help="random draws (default 10)")
+    sub.add_argument("--seed", type=_SEED, default=0, help="seed of the questions and the draws")
     sub.add_argument("--models-dir", help="folder of model folders (default: the bundled pool)")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub = add("ask", cmd_ask, "ask every model of a pool and answer with SLM-MUX")
-    sub.add_argument("question", help="the question")
+    sub.add_argument("question", type=_question, help="the question")
     sub.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
-    sub.add_argument("--task", default="exact", help="task: prompt, extractor and grader")
-    sub.add_argument("--k", type=_positive, help="samples per model (default: the pool's)")
-    sub.add_argument("--models", help="comma-separated model names (default: the whole pool)")
-    sub.add_argument("--store", help="store whose validation split breaks ties")
+    _task_flag(sub, task_names(), "task: prompt, extractor and grader", default="exact")
+    sub.add_argument(
+        "--k", type=_SAMPLES, help="samples per model in the SLM-MUX vote (default: the pool's k)"
+    )
+    sub.add_argument(
+        "--models", type=_names, help="comma-separated model names (default: the whole pool)"
+    )
+    sub.add_argument("--store", type=_store_file, help="store whose validation split breaks ties")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _fail(message: object) -> int:
+    """Print ``message`` as one ``slm-mux: error:`` line; the exit status of a failure."""
+    print("slm-mux: error: " + " ".join(str(message).splitlines()), file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -414,16 +580,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+        # Python flushes stdout again at exit; point it at /dev/null so that cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     except SlmMuxError as error:
-        print(f"slm-mux: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
+    except sqlite3.Error as error:  # the store broke under us (disk full, locked, damaged)
+        return _fail(f"{getattr(args, 'store', 'store')}: {error}")
     except OSError as error:  # a folder or file we were asked to write or read
         where = f"{error.filename}: " if error.filename else ""
-        print(f"slm-mux: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 1
+        return _fail(f"{where}{error.strerror or error}")
     except KeyboardInterrupt:
         print("slm-mux: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0

@@ -2,7 +2,7 @@
 
 The package ships a pool of tiny Llama models trained on the ``arith`` task
 (``slm_mux/pool_data``, made by ``scripts/train_tiny_pool.py``). The demo
-collects k samples per model on seeded validation and test questions into a
+collects ``samples`` answers per model on seeded validation and test questions into a
 local store (beside a ``pool.yaml`` of the bundled models, ready for
 ``slm-mux ask``), searches the best subsets on validation, evaluates SLM-MUX and
 every baseline on test, sweeps k and the number of models, writes the report
@@ -12,21 +12,31 @@ re-reads the store.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from slm_mux.analysis import Evaluation, Scaling, SearchResult, evaluate
-from slm_mux.collect import collect
+from slm_mux.analysis import (
+    AGENT_FOREST,
+    ORACLE,
+    SLM_MUX,
+    Evaluation,
+    Scaling,
+    SearchResult,
+    evaluate,
+    self_consistency,
+    single,
+)
+from slm_mux.collect import collect_pool
 from slm_mux.errors import InputError
-from slm_mux.pool import members_of, pool_from_dict
-from slm_mux.store import Store
+from slm_mux.pool import pool_from_dict
+from slm_mux.sample import Split
 from slm_mux.study import Study, Warn
-from slm_mux.tasks import get_task
+from slm_mux.tables import markdown_table
 from slm_mux.tasks.arith import generate_questions
+from slm_mux.tasks.loading import QuestionSet
 
 POOL_DIR = Path(__file__).resolve().parent / "pool_data"
 """Where the bundled models live, one folder each."""
@@ -73,31 +83,33 @@ class DemoResult:
 
     def headline(self) -> str:
         """The headline table as Markdown."""
-        methods = self.evaluation.methods
-        models = [name.removeprefix("sc:") for name in methods if name.startswith("sc:")]
+        methods, pair_methods = self.evaluation.methods, self.pair.methods
+        models = self.evaluation.models
         # "Best" single models are picked by validation accuracy, never on test.
         best = max(models, key=self.validation_accuracy.__getitem__)
         pair = self.search.best[2].models
-        pair_best = f"sc:{max(pair, key=self.validation_accuracy.__getitem__)}"
-        pair_models = ", ".join(pair)
+        pair_best = max(pair, key=self.validation_accuracy.__getitem__)
         rows = [
-            (f"best single model, one sample ({best})", methods[f"single:{best}"]),
-            (f"best single model, self-consistency ({best})", methods[f"sc:{best}"]),
-            (f"Agent Forest, all {len(models)} models", methods["agent-forest"]),
-            (f"SLM-MUX, all {len(models)} models", methods["slm-mux"]),
-            (f"searched pair: best single SC ({pair_best[3:]})", self.pair.methods[pair_best]),
-            (f"searched pair: SLM-MUX ({pair_models})", self.pair.methods["slm-mux"]),
-            ("oracle, all models", methods["oracle"]),
+            (f"best single model, one sample ({best})", methods[single(best)]),
+            (f"best single model, self-consistency ({best})", methods[self_consistency(best)]),
+            (f"Agent Forest, all {len(models)} models", methods[AGENT_FOREST]),
+            (f"SLM-MUX, all {len(models)} models", methods[SLM_MUX]),
+            (
+                f"searched pair: best single SC ({pair_best})",
+                pair_methods[self_consistency(pair_best)],
+            ),
+            (f"searched pair: SLM-MUX ({', '.join(pair)})", pair_methods[SLM_MUX]),
+            ("oracle, all models", methods[ORACLE]),
         ]
-        lines = [
+        table = markdown_table(
+            ("method", "accuracy", "std"),
+            [(label, f"{s.accuracy:.3f}", f"{s.std:.3f}") for label, s in rows],
+            ("left", "right", "right"),
+        )
+        return (
             f"arith test split, {self.evaluation.questions} questions, k={self.k}, "
-            f"{self.evaluation.draws_summary}",
-            "",
-            "| method | accuracy | std |",
-            "|---|---:|---:|",
-            *(f"| {label} | {s.accuracy:.3f} | {s.std:.3f} |" for label, s in rows),
-        ]
-        return "\n".join(lines) + "\n"
+            f"{self.evaluation.draws_summary}\n\n{table}"
+        )
 
 
 def run_demo(
@@ -110,7 +122,7 @@ def run_demo(
     temperature: float = 0.3,
     trials: int = 10,
     seed: int = 0,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     models_dir: Path = POOL_DIR,
     warn: Warn,
     log: TextIO,
@@ -118,7 +130,6 @@ def run_demo(
     """Collect (or reuse), search, evaluate, sweep and report; see the module doc."""
     if k > samples:
         raise InputError(f"--k {k} is larger than --samples {samples}")
-    task = get_task("arith")
     store_path = out / "store.db"
     # The sampling seed stays fixed: a question's samples depend only on the question and
     # the generation settings, so runs with other --seed or sizes reuse what they share.
@@ -128,33 +139,20 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     (out / "pool.yaml").write_text(yaml.safe_dump(pool_file, sort_keys=False), encoding="utf-8")
     pool = pool_from_dict(pool_file, source=str(out / "pool.yaml"))
-    members = members_of(pool, k=samples)
-    questions = {
-        "validation": generate_questions("validation", validation_questions, seed=seed),
-        "test": generate_questions("test", test_questions, seed=seed),
+    counts: dict[Split, int] = {"validation": validation_questions, "test": test_questions}
+    plan = {
+        split: QuestionSet({"arith": generate_questions(split, count, seed=seed)})
+        for split, count in counts.items()
     }
-
-    async def gather() -> None:
-        try:
-            with Store(store_path) as store:
-                for split, items in questions.items():
-                    print(f"collecting {split}: {len(items)} questions", file=log)
-                    report = await collect(
-                        members,
-                        task,
-                        items,
-                        split=split,  # type: ignore[arg-type]
-                        store=store,
-                        show_progress=show_progress,
-                    )
-                    if not report.complete:
-                        raise InputError(f"collection of {split} failed; see {store_path}")
-        finally:
-            await asyncio.gather(*(m.backend.aclose() for m in members))
-
-    asyncio.run(gather())
+    reports = collect_pool(
+        pool, plan, store=store_path, samples=samples, show_progress=show_progress, log=log
+    )
+    for collected in reports:
+        failure = collected.first_failure()
+        if failure is not None:
+            raise InputError(f"collecting {collected.split} failed: {failure}")
     # The store may hold more (an earlier, larger run): evaluate only these questions.
-    wanted = [q.id for items in questions.values() for q in items]
+    wanted = [q.id for question_set in plan.values() for q in question_set.by_task["arith"]]
     study = Study.open(store_path, task="arith", question_ids=wanted, warn=warn)
     n_models = len(study.test.models)
     if n_models < 2:

@@ -11,32 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_mux.backends.base import Backend, Completion, GenerationRequest, Price
+from slm_mux.backends.base import Batch, Completion, GenerationRequest, gather_stream
 from slm_mux.errors import BackendError, InputError, SlmMuxError
+from slm_mux.members import Member
 from slm_mux.selection import decide
 from slm_mux.tasks import Question, Task, get_task
-
-
-@dataclass(frozen=True)
-class Member:
-    """One model of a mux: its backend and its generation settings."""
-
-    backend: Backend
-    k: int = 3
-    temperature: float = 0.3
-    max_tokens: int = 1024
-    seed: int | None = 0
-    settings_hash: str | None = None
-    price: Price | None = None
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
 
 
 @dataclass(frozen=True)
@@ -85,19 +69,33 @@ def sample_seed(seed: int | None, question_id: str, first_sample: int) -> int | 
     return int.from_bytes(digest[:4], "big")
 
 
-async def sample_model(
-    member: Member, task: Task, question: Question, *, n: int, first_sample: int = 0
-) -> ModelSamples:
-    """Ask one model for ``n`` samples; a failure is reported, not raised."""
+def sample_stream(
+    member: Member, task: Task, question: Question, samples: Sequence[int]
+) -> AsyncGenerator[Batch, None]:
+    """Ask one model for the samples numbered ``samples``, in batches as they finish.
+
+    One request for ``len(samples)`` completions, seeded by the first sample's
+    number; each batch names the samples by their numbers in ``samples``.
+    """
     request = GenerationRequest(
         messages=task.messages(question),
-        n=n,
+        n=len(samples),
         temperature=member.temperature,
         max_tokens=member.max_tokens,
-        seed=sample_seed(member.seed, question.id, first_sample),
+        seed=sample_seed(member.seed, question.id, samples[0]),
     )
+
+    async def numbered() -> AsyncGenerator[Batch, None]:
+        async for batch in member.backend.stream(request):
+            yield [(samples[index], completion) for index, completion in batch]
+
+    return numbered()
+
+
+async def sample_model(member: Member, task: Task, question: Question, *, n: int) -> ModelSamples:
+    """Ask one model for ``n`` samples; a failure is reported, not raised."""
     try:
-        completions = await member.backend.generate(request)
+        completions = await gather_stream(sample_stream(member, task, question, range(n)), n)
     except SlmMuxError as error:
         return ModelSamples(member.name, [], [None] * n, error=str(error))
     answers = [task.extract(c.text) for c in completions]

@@ -21,8 +21,9 @@ model::
                       "response" | "text" | "raw_response": "..." (optional)}, ...]},
         ...]}
 
-Readers validate the whole file before returning, so a caller that reads and
-then stores writes nothing from a bad file.
+Files are read into a :class:`~slm_mux.store.Staging` area, validated and
+checked against each other there; :func:`import_files` then writes all of
+them to the store in one transaction, or nothing.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
 from slm_mux.sample import SPLITS, Sample
-from slm_mux.store import Store
-from slm_mux.tasks import get_task, graded
+from slm_mux.store import ImportReport, Staging, Store
+from slm_mux.tasks import get_task, task_names
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
 
@@ -125,60 +126,105 @@ def _shown(value: Any) -> str:
 # JSON Lines
 
 
-def _jsonl_sample(record: Any, path: str, lineno: int, default_task: str) -> Sample:
-    """The sample of one JSONL line; raises :class:`FormatError` if malformed."""
-    if not isinstance(record, dict):
-        raise FormatError(path, lineno, f"expected a JSON object, got {_shown(record)}")
-    unknown = [key for key in record if key not in _FIELDS]
-    if unknown:
-        raise FormatError(path, lineno, f"unknown key {unknown[0]!r}")
-    missing = [key for key in _REQUIRED if key not in record]
-    if missing:
+_KNOWN_KEYS = frozenset(_FIELDS)
+_REQUIRED_KEYS = frozenset(_REQUIRED)
+_TASK_NAMES = frozenset(task_names())
+
+
+def _not_an_object(record: Any) -> str:
+    """Why a JSON Lines record that is not an object is refused."""
+    if isinstance(record, list):
+        return (
+            f"expected a JSON object (one sample per line), got an array {_shown(record)}; "
+            "only a file holding one JSON document is read as the authors' layout"
+        )
+    return f"expected a JSON object, got {_shown(record)}"
+
+
+_OPTIONAL_ORDER = tuple(name for name in _SAMPLE_FIELDS if name in _OPTIONAL and name != "task")
+_Row = tuple[tuple[str, ...], tuple[object, ...]]
+
+
+def _jsonl_row(record: Any, path: str, lineno: int, default_task: str, origin: int) -> _Row:
+    """The staged row (see :meth:`Staging.add_samples`) of one JSONL line; raises
+    :class:`FormatError` if malformed."""
+    if type(record) is not dict:
+        raise FormatError(path, lineno, _not_an_object(record))
+    keys = record.keys()
+    if not (keys <= _KNOWN_KEYS and keys >= _REQUIRED_KEYS):
+        unknown = [key for key in record if key not in _FIELDS]
+        if unknown:
+            raise FormatError(path, lineno, f"unknown key {unknown[0]!r}")
+        missing = [key for key in _REQUIRED if key not in record]
         raise FormatError(path, lineno, f"missing key {missing[0]!r}")
     for key, value in record.items():
         check, expected = _FIELDS[key]
         if not check(value):
             raise FormatError(path, lineno, f"{key!r} must be {expected}, got {_shown(value)}")
-        if isinstance(value, str) and not is_unicode(value):
+        if type(value) is str and not (value.isascii() or is_unicode(value)):
             raise FormatError(path, lineno, f"{key!r} is not valid Unicode (a lone surrogate)")
-    record.setdefault("task", default_task)
-    try:
-        get_task(record["task"])
-    except InputError:
-        raise FormatError(path, lineno, f"unknown task {record['task']!r}") from None
-    if record.get("correct") is None:
-        record["correct"] = graded(record["task"], record["answer"], record["reference"])
-    if record.get("latency_s") is not None:
+    task = record.get("task", default_task)
+    if task not in _TASK_NAMES:
+        raise FormatError(path, lineno, f"unknown task {task!r}")
+    required = (
+        record["model"],
+        task,
+        record["question_id"],
+        record["split"],
+        record["sample"],
+        record["answer"],
+        record["reference"],
+    )
+    if len(record) == len(_REQUIRED) + ("task" in record):
+        return (), (*required, origin)
+    optional = tuple(name for name in _OPTIONAL_ORDER if record.get(name) is not None)
+    if "latency_s" in optional:
         record["latency_s"] = float(record["latency_s"])
-    return Sample(**record)
+    return optional, (*required, *(record[name] for name in optional), origin)
 
 
-def read_jsonl(path: PathLike, *, default_task: str = "exact") -> list[Sample]:
-    """Every sample in a JSON Lines file, validated as a whole.
+def stage_jsonl(
+    staging: Staging,
+    path: PathLike,
+    *,
+    default_task: str = "exact",
+    split: str | None = None,
+    model: str | None = None,
+) -> int:
+    """Validate a JSON Lines file into ``staging``; returns the number of samples read.
 
-    Blank lines are skipped; a line that repeats an earlier sample's key with
-    the same answer is dropped, with a different answer it is an error. Any
-    malformed line raises :class:`FormatError` (``file:line: reason``).
+    Blank lines are skipped. ``split``/``model``, when given, must match every
+    line. Any malformed line raises :class:`FormatError` (``file:line: reason``).
     """
     name = str(path)
     get_task(default_task)
-    first_seen: dict[tuple[str, str, str, str, int], tuple[int, str | None]] = {}
-    samples: list[Sample] = []
-    for lineno, record in read_json_lines(path):
-        sample = _jsonl_sample(record, name, lineno, default_task)
-        key = (sample.model, sample.task, sample.question_id, sample.split, sample.sample)
-        if key not in first_seen:
-            first_seen[key] = (lineno, sample.answer)
-            samples.append(sample)
-        elif first_seen[key][1] != sample.answer:
-            raise FormatError(
-                name,
-                lineno,
-                f"sample {sample.sample} of {sample.model!r} on question "
-                f"{sample.question_id!r} ({sample.split}) repeats line {first_seen[key][0]} "
-                "with a different answer",
-            )
-    return samples
+    base = staging.source(name)
+    before = staging.read
+
+    def rows() -> Iterator[_Row]:
+        for lineno, record in read_json_lines(path):
+            row = _jsonl_row(record, name, lineno, default_task, base + lineno)
+            for index, key, wanted in ((3, "split", split), (0, "model", model)):
+                if wanted is not None and row[1][index] != wanted:
+                    raise FormatError(
+                        name, lineno, f"{key} {row[1][index]!r} is not {wanted!r} (--{key})"
+                    )
+            yield row
+
+    staging.add_samples(rows())
+    return staging.read - before
+
+
+def read_jsonl(path: PathLike, *, default_task: str = "exact") -> list[Sample]:
+    """Every sample in a JSON Lines file, validated as a whole and graded, in file order.
+
+    A line that repeats an earlier sample's key with the same answer is dropped;
+    with a different answer it is an :class:`InputError` naming both lines.
+    """
+    with Staging() as staging:
+        stage_jsonl(staging, path, default_task=default_task)
+        staging.check()
+        return staging.samples()
 
 
 def write_jsonl(samples: Iterable[Sample], stream: TextIO) -> int:
@@ -286,10 +332,24 @@ def _authors_sample(name: str, where: str, entry: Any) -> tuple[str | None, str 
     return answer.strip() or None, text
 
 
-def _read_authors(
-    path: PathLike, model: str | None, split: str, task: str
-) -> tuple[list[Sample], list[tuple[str, str, str]]]:
-    """Samples and (question_id, text, reference) triples from an authors' layout file."""
+def stage_authors(
+    staging: Staging,
+    path: PathLike,
+    *,
+    model: str | None = None,
+    split: str,
+    task: str = "exact",
+) -> int:
+    """Validate one model's file in the authors' layout into ``staging``; returns the
+    number of samples read.
+
+    The model is ``model``, else the file's ``model``/``model_name``, else the
+    file stem. A question without an id gets
+    :func:`~slm_mux.tasks.base.question_hash` of its text, so the same question
+    in different models' files gets the same id. The sample index is the
+    position in ``samples``. A malformed file raises :class:`FormatError`
+    naming the response.
+    """
     name = str(path)
     checked_split = next((known for known in SPLITS if known == split), None)
     if checked_split is None:
@@ -297,91 +357,77 @@ def _read_authors(
     get_task(task)
     responses, file_model = _authors_responses(name, read_json(path))
     model_name = model or file_model or Path(path).stem
-    samples: list[Sample] = []
-    questions: list[tuple[str, str, str]] = []
+    base = staging.source(name, "response")
+    before = staging.read
+    questions: list[tuple[str, str, str, int]] = []
     first_seen: dict[str, int] = {}
-    for index, item in enumerate(responses):
-        where = f"responses[{index}]"
-        question_id, question, reference, entries = _authors_question(name, where, item)
-        if question_id in first_seen:
-            raise FormatError(
-                name,
-                None,
-                f"{where}: question {question_id!r} repeats responses[{first_seen[question_id]}]",
-            )
-        first_seen[question_id] = index
-        for number, entry in enumerate(entries):
-            answer, text = _authors_sample(name, f"{where}.samples[{number}]", entry)
-            samples.append(
-                Sample(
-                    model=model_name,
-                    task=task,
-                    question_id=question_id,
-                    split=checked_split,
-                    sample=number,
-                    answer=answer,
-                    reference=reference,
-                    correct=graded(task, answer, reference),
-                    text=text,
+
+    def rows() -> Iterator[_Row]:
+        for index, item in enumerate(responses):
+            where = f"responses[{index}]"
+            question_id, question, reference, entries = _authors_question(name, where, item)
+            if question_id in first_seen:
+                raise FormatError(
+                    name,
+                    None,
+                    f"{where}: question {question_id!r} repeats "
+                    f"responses[{first_seen[question_id]}]",
                 )
-            )
-        questions.append((question_id, question, reference))
-    return samples, questions
+            first_seen[question_id] = index
+            questions.append((question_id, question, reference, base + index))
+            for number, entry in enumerate(entries):
+                answer, text = _authors_sample(name, f"{where}.samples[{number}]", entry)
+                required = (model_name, task, question_id, checked_split, number, answer)
+                if text is None:
+                    yield (), (*required, reference, base + index)
+                else:
+                    yield ("text",), (*required, reference, text, base + index)
+
+    staging.add_samples(rows())
+    staging.add_questions(task, checked_split, questions)
+    return staging.read - before
 
 
 def read_authors(
     path: PathLike, *, model: str | None = None, split: str, task: str = "exact"
 ) -> list[Sample]:
-    """Samples from one model's file in the authors' layout.
-
-    The model is ``model``, else the file's ``model``/``model_name``, else the
-    file stem. A question without an id gets
-    :func:`~slm_mux.tasks.base.question_hash` of its text, so the same question
-    in different models' files gets the same id. The sample index is the
-    position in ``samples``; ``correct`` is graded by ``task``. A malformed
-    file raises :class:`FormatError` naming the response.
-    """
-    return _read_authors(path, model, split, task)[0]
+    """Samples from one model's file in the authors' layout (see :func:`stage_authors`),
+    graded by ``task``, in file order."""
+    with Staging() as staging:
+        stage_authors(staging, path, model=model, split=split, task=task)
+        staging.check()
+        return staging.samples()
 
 
 def detect_format(path: PathLike) -> Format:
     """The layout of ``path``, judged by content.
 
-    ``"authors"`` for one JSON document that is an object with ``responses`` or
-    a list; ``"jsonl"`` otherwise.
+    ``"authors"`` for a file holding one JSON document that is an object with
+    ``responses`` or an array (or a broken one starting with ``[``, so the
+    error names its place); ``"jsonl"`` otherwise, e.g. several lines of arrays.
     """
     with open_bytes(path) as stream:
         text = stream.read().decode("utf-8", errors="replace").lstrip()
-    if text.startswith("["):
-        return "authors"
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:  # not one JSON document (or a number too long to read)
-            return "jsonl"
-        if isinstance(data, dict) and "responses" in data:
-            return "authors"
-    return "jsonl"
+    if not text.startswith(("[", "{")):
+        return "jsonl"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:  # several documents: JSON Lines
+        return "authors" if text.startswith("[") and error.msg != "Extra data" else "jsonl"
+    except ValueError:  # a number too long to read
+        return "jsonl"
+    return "authors" if isinstance(data, list) or "responses" in data else "jsonl"
 
 
-@dataclass(frozen=True)
-class FileContents:
-    """A validated file's samples and, for the authors' layout, its question texts."""
-
-    samples: list[Sample]
-    questions: list[tuple[str, str, str]]
-    task: str
-    split: str | None
-
-
-def read_file(
+def stage_file(
+    staging: Staging,
     path: PathLike,
     *,
     split: str | None = None,
     task: str = "exact",
     model: str | None = None,
-) -> FileContents:
-    """Read and validate a whole file in either format, writing nothing.
+) -> int:
+    """Validate a file in either format into ``staging``; returns the number of samples read.
 
     For the authors' layout ``split`` is required and ``model`` overrides the
     file's model. For JSON Lines, ``task`` is the default task, and
@@ -390,39 +436,29 @@ def read_file(
     if detect_format(path) == "authors":
         if split is None:
             raise InputError(f"{path}: the authors' layout has no split; give one")
-        samples, questions = _read_authors(path, model, split, task)
-        return FileContents(samples, questions, task, split)
-    samples = read_jsonl(path, default_task=task)
-    for sample in samples:
-        for key, wanted in (("split", split), ("model", model)):
-            if wanted is not None and getattr(sample, key) != wanted:
-                raise InputError(
-                    f"{path}: sample {sample.sample} of {sample.model!r} on question "
-                    f"{sample.question_id!r} has {key} {getattr(sample, key)!r}, "
-                    f"not {wanted!r}"
-                )
-    return FileContents(samples, [], task, split)
+        return stage_authors(staging, path, model=model, split=split, task=task)
+    return stage_jsonl(staging, path, default_task=task, split=split, model=model)
 
 
-def store_contents(store: Store, contents: FileContents) -> int:
-    """Write what :func:`read_file` read; returns the number of new samples.
-
-    The questions go first, so a question id the store holds for a different
-    question raises :class:`~slm_mux.errors.StoreError` before any sample is written.
-    """
-    if contents.questions and contents.split is not None:
-        store.add_questions(contents.task, contents.split, contents.questions)
-    return store.add(contents.samples)
-
-
-def import_file(
-    store: Store,
-    path: PathLike,
+def import_files(
+    paths: Sequence[PathLike],
+    store: PathLike,
     *,
     split: str | None = None,
     task: str = "exact",
     model: str | None = None,
-) -> tuple[int, int]:
-    """Read a whole file (see :func:`read_file`), then store it; returns (rows read, rows new)."""
-    contents = read_file(path, split=split, task=task, model=model)
-    return len(contents.samples), store_contents(store, contents)
+    replace: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ImportReport:
+    """Import every file into ``store``, all or nothing (see :meth:`Store.import_staged`).
+
+    Every file is read, validated and checked against the others before the
+    store is opened (or created); ``progress`` hears one line per file read.
+    """
+    with Staging() as staging:
+        for path in paths:
+            read = stage_file(staging, path, split=split, task=task, model=model)
+            progress(f"{path}: {read} samples read")
+        staging.check()
+        with Store(store) as opened:
+            return opened.import_staged(staging, replace=replace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any, BinaryIO
 
 from slm_mux.errors import FormatError, InputError
@@ -29,10 +30,12 @@ def open_bytes(path: PathLike) -> BinaryIO:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def _decode(raw: bytes, path: PathLike, line: int | None) -> str:
+def _decode(raw: bytes, path: PathLike, first: int) -> str:
+    """``raw`` as UTF-8; a bad byte is a :class:`FormatError` naming its line."""
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as error:
+        line = first + raw.count(b"\n", 0, error.start)
         raise FormatError(str(path), line, "not UTF-8 text") from None
 
 
@@ -50,16 +53,57 @@ def _parse(text: str, path: PathLike, line: int | None) -> Any:
 def read_json(path: PathLike) -> Any:
     """The JSON document in ``path``."""
     with open_bytes(path) as stream:
-        return _parse(_decode(stream.read(), path, None), path, None)
+        return _parse(_decode(stream.read(), path, 1), path, None)
+
+
+_BLOCK = 1 << 24
+"""Bytes read at a time from a JSON Lines file (cut at the last newline)."""
+
+_scan = c_make_scanner(json.JSONDecoder())
+
+
+def _lines_of_block(text: str, path: PathLike, first: int) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of the non-blank lines of ``text``, numbered from ``first``.
+
+    A line that is one JSON object and nothing else is parsed in place by the
+    C scanner; every other line goes through :func:`_parse`, which names the error.
+    """
+    end_of_text = len(text)
+    position, number = 0, first
+    while position < end_of_text:
+        if text[position] == "{":
+            try:
+                value, end = _scan(text, position)
+            except (StopIteration, ValueError):
+                end = -1
+            one_line = end > 0 and text.find("\n", position, end) < 0
+            if one_line and (end == end_of_text or text[end] == "\n"):
+                yield number, value
+                position, number = end + 1, number + 1
+                continue
+        newline = text.find("\n", position)
+        stop = end_of_text if newline < 0 else newline
+        line = text[position:stop]
+        if line.strip():
+            yield number, _parse(line, path, number)
+        position, number = stop + 1, number + 1
 
 
 def read_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
-    """``(line number, value)`` for every non-blank line of a JSON Lines file."""
+    """``(line number, value)`` for every non-blank line of a JSON Lines file.
+
+    The file is read in blocks, so memory does not grow with its size.
+    """
     with open_bytes(path) as stream:
-        for number, raw in enumerate(stream, start=1):
-            text = _decode(raw, path, number)
-            if text.strip():
-                yield number, _parse(text, path, number)
+        first, carry = 1, b""
+        while block := stream.read(_BLOCK):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            block, carry = block[:cut], block[cut:]
+            yield from _lines_of_block(_decode(block, path, first), path, first)
+            first += block.count(b"\n")
+        if carry:
+            yield from _lines_of_block(_decode(carry, path, first), path, first)
 
 
 def starts_with(path: PathLike, character: str) -> bool:

@@ -10,9 +10,13 @@ A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file with generation
       - {name: tiny, backend: transformers, path: ./models/tiny}
       - {name: fake, backend: scripted, script: {"*": ["#### 4", "#### 5"]}}
 
-Every key is checked: a typo, a key another backend uses, a missing required
-key or a duplicate name is an :class:`~slm_mux.errors.InputError` naming the
-file and the key's path, e.g. ``pool.yaml: models[1].temprature: unknown key``.
+Each model's ``backend`` key picks its entry class, which lives beside the
+backend and builds it (:class:`~slm_mux.backends.config.ModelBase`); a new
+backend is one module plus its line in ``_CONFIGS``. Every key is checked: a
+typo, a key another backend uses, a missing required key, a duplicate name or
+a key written twice is an :class:`~slm_mux.errors.InputError` naming the file
+and the key's path (or line), e.g. ``pool.yaml: models[1].temprature: unknown
+key`` or ``pool.yaml:4: duplicate key 'k'``.
 API keys are never in the file, only the *name* of the environment variable
 holding one (read when the backend is built). TOML is read with ``tomllib``
 (``tomli`` on Python 3.10).
@@ -20,213 +24,45 @@ holding one (read when the backend is built). TOML is read with ``tomllib``
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from slm_mux.backends.base import Backend, Price
-from slm_mux.backends.openai_compat import OpenAICompatibleBackend
-from slm_mux.backends.scripted import ScriptedBackend
-from slm_mux.backends.transformers_local import TransformersBackend
-from slm_mux.engine import Member
+from slm_mux.backends.base import Backend
+from slm_mux.backends.config import Defaults, ModelBase, Strict
+from slm_mux.backends.openai_compat import OpenAIConfig
+from slm_mux.backends.scripted import ScriptedConfig
+from slm_mux.backends.transformers_local import TransformersConfig
 from slm_mux.errors import FormatError, InputError
+from slm_mux.members import Member
 
-BackendKind = Literal["openai", "transformers", "scripted"]
+_CONFIGS: dict[str, type[ModelBase]] = {
+    "openai": OpenAIConfig,
+    "transformers": TransformersConfig,
+    "scripted": ScriptedConfig,
+}
+"""Each backend's pool entry, by the value of its ``backend`` key."""
 
-_BACKEND_KEYS: dict[str, frozenset[str]] = {
-    "openai": frozenset(
-        {
-            "base_url",
-            "model",
-            "api_key_env",
-            "headers",
-            "max_concurrency",
-            "requests_per_minute",
-            "timeout_s",
-            "max_retries",
-            "supports_n",
-        }
-    ),
-    "transformers": frozenset({"path", "device", "dtype", "threads"}),
-    "scripted": frozenset({"script", "latency_s"}),
-}
-_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "openai": ("base_url", "model"),
-    "transformers": ("path",),
-    "scripted": ("script",),
-}
+ModelConfig = Annotated[
+    OpenAIConfig | TransformersConfig | ScriptedConfig, Field(discriminator="backend")
+]
+"""One model of the pool: the entry class its ``backend`` key names."""
+
 _KEY_ERROR = "pool_key"  # our own validation errors: ctx "key" extends the location
+_COMMON_KEYS = frozenset(ModelBase.model_fields)
 
 
 def _key_error(key: str, reason: str) -> PydanticCustomError:
     return PydanticCustomError(_KEY_ERROR, "{key}: {reason}", {"key": key, "reason": reason})
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PriceConfig(_Strict):
-    """A model's price, for cost accounting."""
-
-    input_per_million: float = Field(ge=0, description="US dollars per million prompt tokens.")
-    output_per_million: float = Field(ge=0, description="US dollars per million completion tokens.")
-
-    def price(self) -> Price:
-        """The backend-level :class:`~slm_mux.backends.base.Price`."""
-        return Price(self.input_per_million, self.output_per_million)
-
-
-class Defaults(_Strict):
-    """Generation settings for every model that does not override them."""
-
-    temperature: float = Field(
-        default=0.3, ge=0, description="Sampling temperature (the paper uses 0.3)."
-    )
-    k: int = Field(
-        default=3, ge=1, description="Samples per model and question (the paper uses 3)."
-    )
-    max_tokens: int = Field(default=1024, ge=1, description="Most tokens a sample may generate.")
-    seed: int | None = Field(
-        default=0, description="Base sampling seed; null for unseeded sampling."
-    )
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """A model's effective generation settings (its overrides over the defaults)."""
-
-    temperature: float
-    k: int
-    max_tokens: int
-    seed: int | None
-
-
-class ModelConfig(_Strict):
-    """One model of the pool: its backend, how to reach it, and its overrides."""
-
-    name: str = Field(
-        min_length=1, description="The model's name in the pool, the store and reports."
-    )
-    backend: BackendKind = Field(
-        description="Which backend runs it: openai, transformers or scripted."
-    )
-    validation_accuracy: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="Tie-break accuracy; null to compute it from the store.",
-    )
-    price: PriceConfig | None = Field(
-        default=None, description="Token prices, for cost accounting."
-    )
-    temperature: float | None = Field(
-        default=None, ge=0, description="Overrides defaults.temperature."
-    )
-    k: int | None = Field(default=None, ge=1, description="Overrides defaults.k.")
-    max_tokens: int | None = Field(default=None, ge=1, description="Overrides defaults.max_tokens.")
-    seed: int | None = Field(default=None, description="Overrides defaults.seed.")
-
-    base_url: str | None = Field(
-        default=None, description="openai: server URL, e.g. http://host:8000/v1."
-    )
-    model: str | None = Field(default=None, description="openai: the model name the server knows.")
-    api_key_env: str | None = Field(
-        default=None, description="openai: NAME of the environment variable holding the API key."
-    )
-    headers: dict[str, str] = Field(
-        default_factory=dict, repr=False, description="openai: extra HTTP headers (no secrets)."
-    )
-    max_concurrency: int = Field(
-        default=16, ge=1, description="openai: most requests in flight per endpoint."
-    )
-    requests_per_minute: float | None = Field(
-        default=None, gt=0, description="openai: request rate limit per endpoint; null for none."
-    )
-    timeout_s: float = Field(
-        default=120.0, gt=0, description="openai: seconds before an attempt is abandoned."
-    )
-    max_retries: int = Field(default=4, ge=0, description="openai: retries after a failed attempt.")
-    supports_n: bool | None = Field(
-        default=None, description="openai: whether the server honours n; null to detect it."
-    )
-
-    path: str | None = Field(
-        default=None,
-        description="transformers: hub id or directory; ./, ../ and ~ paths are "
-        "relative to the pool file.",
-    )
-    device: str = Field(
-        default="cpu", description="transformers: torch device, e.g. cpu or cuda:0."
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="transformers: weight dtype."
-    )
-    threads: int | None = Field(default=None, ge=1, description="transformers: torch CPU threads.")
-
-    script: dict[str, list[str]] | None = Field(
-        default=None, description='scripted: responses by question substring ("*" for any), cycled.'
-    )
-    latency_s: float = Field(
-        default=0.0, ge=0, description="scripted: seconds to wait per request."
-    )
-
-    @model_validator(mode="after")
-    def _check_backend_keys(self) -> ModelConfig:
-        foreign = sorted(
-            key
-            for kind, keys in _BACKEND_KEYS.items()
-            if kind != self.backend
-            for key in keys & self.model_fields_set
-        )
-        if foreign:
-            raise _key_error(foreign[0], f"not used by backend {self.backend!r}")
-        for key in _REQUIRED_KEYS[self.backend]:
-            if getattr(self, key) is None:
-                raise _key_error(key, f"required for backend {self.backend!r}")
-        return self
-
-    def settings(self, defaults: Defaults) -> GenerationSettings:
-        """The effective temperature, k, max_tokens and seed."""
-        return GenerationSettings(
-            temperature=defaults.temperature if self.temperature is None else self.temperature,
-            k=defaults.k if self.k is None else self.k,
-            max_tokens=defaults.max_tokens if self.max_tokens is None else self.max_tokens,
-            seed=defaults.seed if self.seed is None else self.seed,
-        )
-
-    def settings_hash(self, defaults: Defaults) -> str:
-        """SHA-256 (hex) of what determines a sample's distribution.
-
-        Covers the backend kind, the model's identity (openai: ``model``;
-        transformers: ``path`` and ``dtype``; scripted: ``script``) and the
-        effective temperature, max_tokens and seed. It leaves out ``k`` (more
-        samples do not change earlier ones), the server address, limits and
-        headers, and never sees secrets.
-        """
-        identity: dict[str, Any]
-        if self.backend == "openai":
-            identity = {"model": self.model}
-        elif self.backend == "transformers":
-            identity = {"path": self.path, "dtype": self.dtype}
-        else:
-            identity = {"script": self.script}
-        settings = asdict(self.settings(defaults))
-        del settings["k"]
-        payload = {"backend": self.backend, **identity, **settings}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-class Pool(_Strict):
+class Pool(Strict):
     """The models to multiplex and their generation defaults."""
 
     defaults: Defaults = Field(default=Defaults(), description="Generation defaults.")
@@ -246,7 +82,7 @@ class Pool(_Strict):
         """The models' names, in pool order."""
         return [model.name for model in self.models]
 
-    def model(self, name: str) -> ModelConfig:
+    def model(self, name: str) -> ModelBase:
         """The model called ``name``."""
         for model in self.models:
             if model.name == name:
@@ -254,21 +90,46 @@ class Pool(_Strict):
         raise InputError(f"unknown model {name!r}; the pool has {', '.join(self.names)}")
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    parts = [f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc]
-    return "".join(parts).lstrip(".")
+def _location(loc: tuple[int | str, ...]) -> tuple[str, str | None]:
+    """``models[1].temperature`` from a pydantic location, and the backend it went through.
+
+    A discriminated union puts the chosen backend's name after the list index;
+    it is dropped from the path and returned instead.
+    """
+    parts: list[str] = []
+    backend = None
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif i > 0 and isinstance(loc[i - 1], int) and part in _CONFIGS:
+            backend = part
+        else:
+            parts.append(f".{part}")
+    return "".join(parts).lstrip("."), backend
 
 
 def _describe(error: ErrorDetails) -> str:
     """One error as ``path: reason``."""
-    where = _location(error["loc"])
+    where, backend = _location(error["loc"])
     kind = error["type"]
+    key = str(error["loc"][-1]) if error["loc"] else ""
     if kind == _KEY_ERROR:
         context = error.get("ctx", {})
         where = f"{where}.{context['key']}" if where else str(context["key"])
         reason = str(context["reason"])
+    elif kind == "union_tag_not_found":
+        where = f"{where}.backend"
+        reason = f"missing key; choose from {', '.join(_CONFIGS)}"
+    elif kind == "union_tag_invalid":
+        where = f"{where}.backend"
+        tag = error.get("ctx", {}).get("tag")
+        reason = f"unknown backend {tag!r}; choose from {', '.join(_CONFIGS)}"
+    elif kind == "extra_forbidden" and backend is not None and _foreign(key, backend):
+        reason = f"not used by backend {backend!r}"
     elif kind == "extra_forbidden":
         reason = "unknown key"
+    elif kind == "missing" and backend is not None and key not in _COMMON_KEYS:
+        reason = f"required for backend {backend!r}"
     elif kind == "missing":
         reason = "missing key"
     else:
@@ -276,6 +137,11 @@ def _describe(error: ErrorDetails) -> str:
         if not isinstance(error["input"], (dict, list)):
             reason += f" (got {error['input']!r})"
     return f"{where}: {reason}" if where else reason
+
+
+def _foreign(key: str, backend: str) -> bool:
+    """Whether ``key`` belongs to a backend other than ``backend``."""
+    return any(key in config.model_fields for name, config in _CONFIGS.items() if name != backend)
 
 
 def pool_from_dict(data: object, *, source: str = "pool", base_dir: Path | None = None) -> Pool:
@@ -295,18 +161,8 @@ def pool_from_dict(data: object, *, source: str = "pool", base_dir: Path | None 
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputError(f"{source}: {_describe(errors[0])}{more}") from None
     return pool.model_copy(
-        update={"models": [_resolve_path(model, base_dir) for model in pool.models]}
+        update={"models": [model.relative_to(base_dir) for model in pool.models]}
     )
-
-
-def _resolve_path(model: ModelConfig, base_dir: Path | None) -> ModelConfig:
-    path = model.path
-    if path is None or not path.startswith(("./", "../", "~")):
-        return model
-    resolved = Path(path).expanduser()
-    if base_dir is not None and not resolved.is_absolute():
-        resolved = base_dir / resolved
-    return model.model_copy(update={"path": str(resolved.resolve())})
 
 
 def _parse_toml(source: str, text: str) -> object:
@@ -324,9 +180,26 @@ def _parse_toml(source: str, text: str) -> object:
         raise FormatError(source, line, reason) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key written twice (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(source: str, text: str) -> object:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -345,44 +218,17 @@ def load_pool(path: str | Path) -> Pool:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"{source}: cannot read pool file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{source}: not a UTF-8 text file (byte {error.start}: {error.reason})"
+        ) from None
     data = _parse_toml(source, text) if suffix == ".toml" else _parse_yaml(source, text)
     return pool_from_dict(data, source=source, base_dir=file.parent)
 
 
-def _required(model: ModelConfig, key: str) -> str:
-    value = getattr(model, key)
-    if not isinstance(value, str):
-        raise InputError(f"model {model.name!r}: {key} is required for backend {model.backend!r}")
-    return value
-
-
-def build_backend(model: ModelConfig) -> Backend:
+def build_backend(model: ModelBase) -> Backend:
     """A backend for ``model`` (reads its API key from the environment, if it has one)."""
-    if model.backend == "openai":
-        return OpenAICompatibleBackend(
-            model.name,
-            base_url=_required(model, "base_url"),
-            model=_required(model, "model"),
-            api_key_env=model.api_key_env,
-            headers=model.headers,
-            max_concurrency=model.max_concurrency,
-            requests_per_minute=model.requests_per_minute,
-            timeout_s=model.timeout_s,
-            max_retries=model.max_retries,
-            supports_n=model.supports_n,
-            price=model.price.price() if model.price is not None else None,
-        )
-    if model.backend == "transformers":
-        return TransformersBackend(
-            model.name,
-            _required(model, "path"),
-            device=model.device,
-            dtype=model.dtype,
-            threads=model.threads,
-        )
-    if model.script is None:
-        raise InputError(f"model {model.name!r}: script is required for backend 'scripted'")
-    return ScriptedBackend(model.name, model.script, latency_s=model.latency_s)
+    return model.build()
 
 
 def members_of(
@@ -391,7 +237,7 @@ def members_of(
     """Engine members for the pool's models, backends built.
 
     ``models`` picks and orders models by name (default: all, in pool order);
-    ``k``, when given, replaces every model's own.
+    ``k`` (samples per model in a vote), when given, replaces every model's own.
     """
     chosen = pool.models if models is None else [pool.model(name) for name in models]
     members = []

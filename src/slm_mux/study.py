@@ -26,8 +26,8 @@ from slm_mux.analysis import (
     write_plots,
     write_report,
 )
+from slm_mux.columns import SampleColumns
 from slm_mux.errors import InputError, StoreError
-from slm_mux.sample import Sample
 from slm_mux.store import Store
 
 Warn = Callable[[str], None]
@@ -39,7 +39,10 @@ def _ignore(message: str) -> None:
 
 @dataclass(frozen=True)
 class Study:
-    """Test (and, when stored, validation) arrays of one task's samples."""
+    """Test (and, when stored, validation) arrays of one or more tasks' samples.
+
+    ``task`` names the task, or the comma-joined tasks, whose samples were loaded.
+    """
 
     store: Path
     task: str
@@ -55,22 +58,40 @@ class Study:
         store: str | Path,
         *,
         models: Sequence[str] | None = None,
-        task: str | None = None,
+        task: str | Sequence[str] | None = None,
         question_ids: Collection[str] | None = None,
         warn: Warn = _ignore,
     ) -> Study:
         """Load the samples of ``task`` (the store's only task by default) for ``models``.
 
-        ``question_ids``, when given, keeps only those questions.
+        ``task`` may name several tasks, as a sequence or comma-separated
+        (``"math,exact"``): their samples are loaded together and each question
+        is graded by its own task (a mixed custom set). Models are kept sorted
+        by name whatever order they are given in. ``question_ids``, when given,
+        keeps only those questions.
         """
-        task, samples, texts = _load(store, task, question_ids)
-        if not any(s.split == "test" for s in samples):
-            raise StoreError(f"{store}: no samples in split 'test' for task {task!r}")
-        test = SampleArrays.from_samples(samples, models=models, split="test")
-        validation = _validation_arrays(store, task, samples, test.models, warn)
-        overlap = {s.question_id for s in samples if s.split == "test"} & (
+        with Store(store, create=False) as db:
+            tasks = _tasks(db, task)
+            known = db.models()
+            test_columns = db.sample_columns("test", tasks)
+            validation_columns = db.sample_columns("validation", tasks)
+            texts = {
+                qid: text for name in tasks for qid, text in db.question_texts(name, "test").items()
+            }
+        label = ",".join(tasks)
+        if not len(test_columns.model):
+            raise StoreError(f"{store}: no samples in split 'test' for task {label!r}")
+        test = SampleArrays.from_columns(
+            test_columns, models=models, known=known, question_ids=question_ids
+        )
+        validation = _validation_arrays(
+            store, label, validation_columns, test.models, warn, question_ids
+        )
+        overlap = set(test_columns.question_ids) & (
             set(validation.question_ids) if validation is not None else set()
         )
+        if question_ids is not None:
+            overlap &= set(question_ids)
         if overlap:
             warn(f"{len(overlap)} questions are in both the validation and the test split")
         for arrays in (test, validation):
@@ -79,7 +100,7 @@ class Study:
                     f"{arrays.dropped_questions} {arrays.split} questions left out: "
                     "not every model has samples of them"
                 )
-        return cls(Path(store), task, test, validation, warn, texts)
+        return cls(Path(store), label, test, validation, warn, texts)
 
     @property
     def validation_accuracy(self) -> dict[str, float] | None:
@@ -196,52 +217,59 @@ class Report:
 
 
 def stored_validation_accuracy(
-    store: str | Path, *, task: str | None = None, warn: Warn = _ignore
+    store: str | Path, *, task: str | Sequence[str] | None = None, warn: Warn = _ignore
 ) -> dict[str, float]:
-    """Tie-break accuracy per model from a store's validation split (empty without one)."""
-    task, samples, _ = _load(store, task, None)
-    models = sorted({s.model for s in samples if s.split == "validation"})
-    arrays = _validation_arrays(store, task, samples, models, warn)
+    """Tie-break accuracy per model from a store's validation split (empty without one).
+
+    ``task`` is read as in :meth:`Study.open` (one task, or several).
+    """
+    with Store(store, create=False) as db:
+        tasks = _tasks(db, task)
+        columns = db.sample_columns("validation", tasks)
+    arrays = _validation_arrays(store, ",".join(tasks), columns, columns.models, warn, None)
     return {} if arrays is None else validation_accuracy(arrays)
 
 
-def _load(
-    store: str | Path, task: str | None, question_ids: Collection[str] | None
-) -> tuple[str, list[Sample], dict[str, str]]:
-    """The task's name, its samples (all, or those of ``question_ids``), its test question texts."""
-    with Store(store, create=False) as db:
-        tasks = db.tasks()
-        if not tasks:
-            raise StoreError(f"{store}: the store is empty; import or collect samples first")
-        if task is None:
-            if len(tasks) > 1:
-                raise InputError(
-                    f"{store} holds several tasks ({', '.join(tasks)}); choose one with --task"
-                )
-            task = tasks[0]
-        elif task not in tasks:
-            raise InputError(f"{store} has no samples of task {task!r} (has: {', '.join(tasks)})")
-        samples = db.samples(task=task)
-        texts = db.question_texts(task, "test")
-    if question_ids is not None:
-        wanted = set(question_ids)
-        samples = [s for s in samples if s.question_id in wanted]
-    return task, samples, texts
+def _tasks(db: Store, task: str | Sequence[str] | None) -> list[str]:
+    """The tasks asked for (comma-separated or a sequence), checked; the only one by default."""
+    stored = db.tasks()
+    if not stored:
+        raise StoreError(f"{db.path}: the store is empty; import or collect samples first")
+    if task is None:
+        if len(stored) > 1:
+            raise InputError(
+                f"{db.path} holds several tasks ({', '.join(stored)}); choose one with --task"
+            )
+        return stored
+    names = [t.strip() for t in task.split(",")] if isinstance(task, str) else list(task)
+    if not names or not all(names):
+        raise InputError(f"empty task name in {task!r}")
+    for name in names:
+        if name not in stored:
+            raise InputError(
+                f"{db.path} has no samples of task {name!r} (has: {', '.join(stored)})"
+            )
+    return sorted(set(names))
 
 
 def _validation_arrays(
-    store: str | Path, task: str, samples: Sequence[Sample], models: Sequence[str], warn: Warn
+    store: str | Path,
+    task: str,
+    columns: SampleColumns,
+    models: Sequence[str],
+    warn: Warn,
+    question_ids: Collection[str] | None,
 ) -> SampleArrays | None:
     """Validation arrays of the ``models`` that have validation samples; warns about the rest."""
-    present = {s.model for s in samples if s.split == "validation"}
+    present = set(columns.models)
     chosen = [m for m in models if m in present]
     if not chosen:
         warn(
             f"{store}: no validation split for task {task!r}; "
-            "confidence ties go to the given model order"
+            "confidence ties go to the model names in sorted order"
         )
         return None
     if len(chosen) < len(models):
         absent = ", ".join(repr(m) for m in models if m not in present)
         warn(f"no validation samples of {absent}: they rank last in confidence ties")
-    return SampleArrays.from_samples(samples, models=chosen, split="validation")
+    return SampleArrays.from_columns(columns, models=chosen, question_ids=question_ids)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from slm_mux.analysis.arrays import SampleArrays
-from slm_mux.analysis.evaluate import Score, evaluate, method_names
+from slm_mux.analysis.evaluate import (
+    AGENT_FOREST,
+    ORACLE,
+    SLM_MUX,
+    Score,
+    evaluate,
+    self_consistency,
+    single,
+)
 from slm_mux.errors import InputError, StoreError
 from slm_mux.selection import decide
 from slm_mux.tasks import get_task
@@ -25,7 +33,7 @@ def accuracies(table: Table, references: dict[str, str], **options: object) -> d
     arrays = arrays_of(table, references)
     k = int(arrays.recorded.max())
     result = evaluate(arrays, k=k, trials=3, seed=0, **options)  # type: ignore[arg-type]
-    return {name: score.accuracy for name, score in result.methods.items()}
+    return {str(method): score.accuracy for method, score in result.methods.items()}
 
 
 def test_agent_forest_and_slm_mux_disagree() -> None:
@@ -55,7 +63,7 @@ TIE: Table = {"a": {"q": ["x", "x", "y"]}, "b": {"q": ["y", "y", "x"]}}
 @pytest.mark.parametrize(
     ("validation_accuracy", "expected"),
     [
-        (None, 1.0),  # given order: a
+        (None, 1.0),  # no accuracy: the name that sorts first, a
         ({"a": 0.9, "b": 0.1}, 1.0),
         ({"a": 0.1, "b": 0.9}, 0.0),
         ({"b": 0.5}, 0.0),  # a model of unknown accuracy ranks last
@@ -74,9 +82,9 @@ def test_k_equal_to_recorded_uses_recorded_order(seed: int) -> None:
     # Each model's two answers tie; in recorded order the first one wins.
     arrays = arrays_of({"a": {"q": ["x", "y"]}, "b": {"q": ["z", "x"]}}, {"q": "x"})
     result = evaluate(arrays, k=2, trials=20, seed=seed, validation_accuracy=None)
-    assert result.methods["sc:a"].accuracy == 1.0
-    assert result.methods["sc:b"].accuracy == 0.0
-    assert result.methods["slm-mux"].accuracy == 1.0
+    assert result.methods[self_consistency("a")].accuracy == 1.0
+    assert result.methods[self_consistency("b")].accuracy == 0.0
+    assert result.methods[SLM_MUX].accuracy == 1.0
     assert all(score.std == 0.0 for score in result.methods.values())
     assert result.trials == 20
 
@@ -87,7 +95,7 @@ def test_drawing_fewer_samples_varies_and_is_seeded() -> None:
     first = evaluate(arrays, k=3, trials=8, seed=11, validation_accuracy=None)
     again = evaluate(arrays, k=3, trials=8, seed=11, validation_accuracy=None)
     assert first.to_json() == again.to_json()
-    assert first.methods["slm-mux"].std > 0
+    assert first.methods[SLM_MUX].std > 0
     others = [evaluate(arrays, k=3, trials=8, seed=s, validation_accuracy=None) for s in (12, 13)]
     assert any(other.to_json() != first.to_json() for other in others)
 
@@ -100,15 +108,15 @@ def test_draws_are_uniform_over_recorded_samples() -> None:
     result = evaluate(arrays, k=k, trials=3000, seed=1, validation_accuracy=None)
     for model, rows in table.items():
         expected = np.mean([np.mean([a == "A" for a in answers]) for answers in rows.values()])
-        assert result.methods[f"single:{model}"].accuracy == pytest.approx(expected, abs=0.01)
+        assert result.methods[single(model)].accuracy == pytest.approx(expected, abs=0.01)
 
 
 def test_model_with_exactly_k_samples_always_uses_all() -> None:
     table: Table = {"a": {"q": ["x", "y"]}, "b": {"q": ["x", "y", "y", "x"]}}
     result = evaluate(arrays_of(table, {"q": "x"}), k=2, trials=50, seed=3)
-    assert result.methods["single:a"] == Score(accuracy=0.5, std=0.0)
-    assert result.methods["sc:a"].accuracy == 1.0  # x then y: x occurs first
-    assert result.methods["sc:b"].std > 0
+    assert result.methods[single("a")] == Score(accuracy=0.5, std=0.0)
+    assert result.methods[self_consistency("a")].accuracy == 1.0  # x then y: x occurs first
+    assert result.methods[self_consistency("b")].std > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -127,9 +135,9 @@ def test_all_recorded_samples_match_per_question_reference(seed: int) -> None:
         counts = Counter(pooled)
         top = next((a for a in pooled if counts[a] == max(counts.values())), None)
         forest.append(top == reference)
-    assert result.methods["slm-mux"].accuracy == pytest.approx(np.mean(mux))
-    assert result.methods["agent-forest"].accuracy == pytest.approx(np.mean(forest))
-    assert result.methods["oracle"].accuracy >= result.methods["slm-mux"].accuracy
+    assert result.methods[SLM_MUX].accuracy == pytest.approx(np.mean(mux))
+    assert result.methods[AGENT_FOREST].accuracy == pytest.approx(np.mean(forest))
+    assert result.methods[ORACLE].accuracy >= result.methods[SLM_MUX].accuracy
 
 
 def test_attribution_and_first_trial() -> None:
@@ -160,10 +168,10 @@ def test_imported_verdicts_cannot_split_single_from_self_consistency() -> None:
     arrays = SampleArrays.from_samples(samples, split="test")
     drawn_one = evaluate(arrays, k=1, trials=7, seed=5).methods
     for model, rows in table.items():
-        assert drawn_one[f"single:{model}"] == drawn_one[f"sc:{model}"]
+        assert drawn_one[single(model)] == drawn_one[self_consistency(model)]
         alone = evaluate(arrays.subset([model]), k=1, trials=7, seed=5).methods
-        assert alone["slm-mux"] == alone[f"sc:{model}"] == alone[f"single:{model}"]
-        every_sample = evaluate(arrays, k=4, trials=1, seed=0).methods[f"single:{model}"]
+        assert alone[SLM_MUX] == alone[self_consistency(model)] == alone[single(model)]
+        every_sample = evaluate(arrays, k=4, trials=1, seed=0).methods[single(model)]
         hits = sum(a == "A" for answers in rows.values() for a in answers)
         assert every_sample.accuracy == pytest.approx(hits / (30 * 4))
 
@@ -189,7 +197,15 @@ def test_json_shape() -> None:
     arrays = arrays_of(TIE, {"q": "x"})
     data = evaluate(arrays, k=2, trials=4, seed=0).to_json()
     assert {"questions", "k", "trials", "passes", "methods", "attribution"} <= set(data)
-    assert list(data["methods"]) == method_names(["a", "b"])
+    assert list(data["methods"]) == [
+        "slm-mux",
+        "agent-forest",
+        "single:a",
+        "single:b",
+        "sc:a",
+        "sc:b",
+        "oracle",
+    ]
     assert data["methods"]["slm-mux"].keys() == {"accuracy", "std"}
     assert (data["questions"], data["k"], data["trials"]) == (1, 2, 4)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from slm_mux.analysis.arrays import SampleArrays, validation_accuracy
-from slm_mux.analysis.evaluate import evaluate
+from slm_mux.analysis.draws import bases, draw, slot_keys
+from slm_mux.analysis.evaluate import SLM_MUX, evaluate
 from slm_mux.analysis.report import write_report
 from slm_mux.analysis.scaling import Scaling, scale, write_plots
 from slm_mux.analysis.search import SearchResult, SubsetScore, search, with_test_accuracy
@@ -57,21 +58,44 @@ def scaling(splits: tuple[SampleArrays, SampleArrays]) -> Scaling:
     return scale(validation, test, trials=4, seed=2, max_models=3)
 
 
+def brute_force_sweep_point(
+    table: Table, references: dict[str, str], k: int, accuracy: dict[str, float], best: str
+) -> tuple[float, float, float]:
+    """SLM-MUX, Agent Forest and ``best``'s SC at ``k``, by hand, over the same seeded draws.
+
+    Only the draw (which samples, :mod:`slm_mux.analysis.draws`) is shared with
+    the code under test; voting, confidence and tie-breaks are redone here.
+    """
+    models, questions = sorted(table), sorted(references)
+    base = bases(models, questions)
+    recorded = np.array([[len(table[m][q]) for q in questions] for m in models])
+    mux, forest, single_sc = [], [], []
+    for trial in range(4):
+        drawn = draw(slot_keys(base, seed=2, trial=trial, width=4), recorded, k)
+        for j, q in enumerate(questions):
+            answers = {m: [table[m][q][s] for s in drawn[i, j]] for i, m in enumerate(models)}
+            votes = {m: majority_answer(a) for m, a in answers.items()}
+            counts = {m: answers[m].count(votes[m]) if votes[m] else 0 for m in models}
+            winner = min(models, key=lambda m: (-counts[m], -accuracy[m], m))
+            mux.append(votes[winner] == references[q])
+            pooled = [a for m in models for a in answers[m]]
+            forest.append(majority_answer(pooled) == references[q])
+            single_sc.append(votes[best] == references[q])
+    return float(np.mean(mux)), float(np.mean(forest)), float(np.mean(single_sc))
+
+
 def test_sweep_over_samples(splits: tuple[SampleArrays, SampleArrays], scaling: Scaling) -> None:
-    validation, test = splits
     per_sample = {
         model: np.mean([a == "A" for answers in rows.values() for a in answers])
         for model, rows in VALIDATION.items()
     }
     best = max(sorted(per_sample), key=per_sample.__getitem__)
+    accuracy = {model: float(value) for model, value in per_sample.items()}
     assert [p.k for p in scaling.by_samples] == [1, 2, 3, 4]
     assert {p.best_single_model for p in scaling.by_samples} == {best}
-    accuracy = validation_accuracy(validation)
     for point in scaling.by_samples:
-        methods = evaluate(test, k=point.k, trials=4, seed=2, validation_accuracy=accuracy).methods
-        assert point.slm_mux == methods["slm-mux"].accuracy
-        assert point.agent_forest == methods["agent-forest"].accuracy
-        assert point.best_single_sc == methods[f"sc:{best}"].accuracy
+        expected = brute_force_sweep_point(TEST, TEST_REFERENCES, point.k, accuracy, best)
+        assert (point.slm_mux, point.agent_forest, point.best_single_sc) == pytest.approx(expected)
     assert scaling.by_samples[-1].best_single_sc == pytest.approx(
         sc_accuracy(TEST, TEST_REFERENCES, best)
     )
@@ -96,12 +120,14 @@ def test_best_single_model_is_picked_on_validation_not_test() -> None:
 
 
 @pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
-def test_best_single_model_ties_go_to_given_order(order: list[str]) -> None:
+def test_best_single_model_ties_go_to_the_first_name_whatever_the_order(
+    order: list[str],
+) -> None:
     same: Table = {"a": {"q": ["r", "w"]}, "b": {"q": ["w", "r"]}}
     validation = arrays_of(same, {"q": "r"}, "validation")
     test = arrays_of(same, {"q": "r"}, "test", models=order)
     result = scale(validation, test, trials=1, seed=0, max_models=1)
-    assert {p.best_single_model for p in result.by_samples} == {order[0]}
+    assert {p.best_single_model for p in result.by_samples} == {"a"}
 
 
 def test_sweep_over_models(splits: tuple[SampleArrays, SampleArrays], scaling: Scaling) -> None:
@@ -121,11 +147,10 @@ def test_sweep_over_models(splits: tuple[SampleArrays, SampleArrays], scaling: S
         )
         point = scaling.by_models[size - 1]
         assert (point.size, point.models) == (size, models)
-        assert point.slm_mux == mux.methods["slm-mux"].accuracy
+        assert point.slm_mux == mux.methods[SLM_MUX].accuracy
         assert point.union_accuracy == pytest.approx(union)
         rows.append(
-            f"| {size} | {', '.join(models)} | {mux.methods['slm-mux'].accuracy:.4f} | "
-            f"{union:.4f} |"
+            f"| {size} | {', '.join(models)} | {mux.methods[SLM_MUX].accuracy:.4f} | {union:.4f} |"
         )
     table = scaling.to_markdown()
     assert table.splitlines()[-3:] == rows
@@ -163,7 +188,7 @@ def test_given_search_is_reused(
         seed=2,
         validation_accuracy=validation_accuracy(validation),
     )
-    assert result.by_models[0].slm_mux == expected.methods["slm-mux"].accuracy
+    assert result.by_models[0].slm_mux == expected.methods[SLM_MUX].accuracy
 
 
 @pytest.mark.parametrize(

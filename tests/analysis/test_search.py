@@ -9,7 +9,7 @@ from itertools import combinations
 import pytest
 
 from slm_mux.analysis.arrays import SampleArrays
-from slm_mux.analysis.evaluate import evaluate
+from slm_mux.analysis.evaluate import SLM_MUX, evaluate
 from slm_mux.analysis.search import SearchResult, search, with_test_accuracy
 from slm_mux.errors import InputError, StoreError
 
@@ -171,7 +171,7 @@ def test_with_test_accuracy_evaluates_each_subset() -> None:
         expected = evaluate(
             test.subset(score.models), k=2, trials=5, seed=4, validation_accuracy=accuracy
         )
-        assert score.test_accuracy == expected.methods["slm-mux"].accuracy
+        assert score.test_accuracy == expected.methods[SLM_MUX].accuracy
     data = result.to_json()
     assert list(data["best"]) == ["1", "2", "3", "4"]
     assert data["best"]["1"].keys() == {

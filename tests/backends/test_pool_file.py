@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from slm_mux.backends import OpenAICompatibleBackend, ScriptedBackend, TransformersBackend
+from slm_mux.backends.config import Defaults, GenerationSettings
+from slm_mux.backends.openai_compat import OpenAIConfig
+from slm_mux.backends.transformers_local import TransformersConfig
+from slm_mux.cli import main
 from slm_mux.errors import FormatError, InputError
 from slm_mux.pool import (
-    GenerationSettings,
     build_backend,
     load_pool,
     members_of,
     pool_from_dict,
 )
+from slm_mux.testing import FakeServerConfig, run_fake_server
 
 POOL_YAML = """\
 defaults: {temperature: 0.3, k: 3, max_tokens: 1024, seed: 0}
@@ -81,6 +87,7 @@ def test_yaml_and_toml_describe_the_same_pool(tmp_path: Path) -> None:
     assert from_yaml == from_toml
     assert from_yaml.names == ["qwen-1.5b", "tiny", "fake"]
     qwen = from_yaml.model("qwen-1.5b")
+    assert isinstance(qwen, OpenAIConfig)
     assert (qwen.base_url, qwen.headers, qwen.max_concurrency) == (
         "http://127.0.0.1:8000/v1",
         {"X-Foo": "bar"},
@@ -88,7 +95,9 @@ def test_yaml_and_toml_describe_the_same_pool(tmp_path: Path) -> None:
     )
     assert from_yaml.model("fake").validation_accuracy == 0.5
     # ./ paths are relative to the pool file.
-    assert from_yaml.model("tiny").path == str(tmp_path / "models" / "tiny")
+    tiny = from_yaml.model("tiny")
+    assert isinstance(tiny, TransformersConfig)
+    assert tiny.path == str(tmp_path / "models" / "tiny")
 
 
 def test_effective_settings_override_defaults(tmp_path: Path) -> None:
@@ -158,7 +167,16 @@ BAD_POOLS = [
         {"models": [{"name": "s", "backend": "scripted", "script": {}, "path": "x"}]},
         "models[0].path: not used by backend 'scripted'",
     ),
-    ({"models": [{**OPENAI, "backend": "vllm"}]}, "models[0].backend: Input should be"),
+    (
+        {"models": [{**OPENAI, "backend": "vllm"}]},
+        "models[0].backend: unknown backend 'vllm'; choose from openai, transformers, scripted",
+    ),
+    (
+        {"models": [{"name": "q", "base_url": "http://h/v1"}]},
+        "models[0].backend: missing key; choose from openai, transformers, scripted",
+    ),
+    ({"models": [{**OPENAI, "script": {}}]}, "models[0].script: not used by backend 'openai'"),
+    ({"models": [{**OPENAI, "headers": []}]}, "models[0].headers: Input should be a valid dict"),
     ({"models": [{**OPENAI, "k": 0}]}, "models[0].k: Input should be greater than or equal to 1"),
     ({"models": [{"backend": "openai"}]}, "models[0].name: missing key"),
     ({"models": []}, "models: List should have at least 1 item"),
@@ -235,11 +253,40 @@ def test_a_missing_api_key_variable_is_an_error_naming_it(
     with pytest.raises(InputError) as caught:
         build_backend(pool.models[0])
     assert str(caught.value) == "model 'q': environment variable SLM_MUX_POOL_KEY is not set"
-    monkeypatch.setenv("SLM_MUX_POOL_KEY", "sk-very-secret")
-    backend = build_backend(pool.models[0])
-    assert backend.name == "q"
-    for text in (repr(pool), repr(backend), pool.models[0].settings_hash(pool.defaults)):
-        assert "sk-very-secret" not in text
+
+
+SECRET = "sk-very-secret-4711"
+
+
+def test_the_api_key_is_sent_but_never_stored_logged_hashed_or_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLM_MUX_POOL_KEY", SECRET)
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "q1", "question": "Say hi", "reference": "hi"}\n')
+    for required, db in ((SECRET, "ok.db"), ("another-key", "refused.db")):
+        with run_fake_server(FakeServerConfig(api_key=required)) as (url, server):
+            pool_file = write(
+                tmp_path,
+                "pool.yaml",
+                f"models:\n  - {{name: q, backend: openai, base_url: '{url}', model: m,"
+                " api_key_env: SLM_MUX_POOL_KEY, max_retries: 0}\n",
+            )
+            argv = ["collect", "--pool", str(pool_file), "--task", "exact", "--data", str(data),
+                    "--store", str(tmp_path / db), "--samples", "2", "--quiet"]  # fmt: skip
+            status = main(argv)
+            sent = {r.headers["authorization"] for r in server.requests}
+        assert sent == {f"Bearer {SECRET}"}
+        assert status == (0 if required == SECRET else 3)
+        assert SECRET.encode() not in (tmp_path / db).read_bytes()
+    logs = capsys.readouterr()
+    assert "401" in logs.err  # the refused run says why, without the key
+    assert SECRET not in logs.out + logs.err
+    model = load_pool(pool_file).models[0]
+    backend = build_backend(model)
+    hashed = {"identity": model.identity(), "settings": asdict(model.settings(Defaults()))}
+    for text in (repr(model), repr(backend), json.dumps(hashed), model.settings_hash(Defaults())):
+        assert SECRET not in text
 
 
 def test_members_of_picks_models_and_overrides_k(tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 
-from slm_mux.backends import GenerationRequest, ScriptedBackend
+from slm_mux.backends import GenerationRequest, ScriptedBackend, scripted
 from slm_mux.errors import BackendError, InputError
 
 
@@ -46,11 +46,16 @@ async def test_a_function_gets_the_question_and_sample_index() -> None:
     assert backend.requests == [ask("abcdefg", 2)]
 
 
-async def test_latency_and_word_counts() -> None:
+async def test_latency_and_word_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(scripted, "asyncio", SimpleNamespace(sleep=sleep))
     backend = ScriptedBackend("s", {"*": ["one two three"]}, latency_s=0.05)
-    started = time.monotonic()
     completions = await backend.generate(ask("a b c d", 2))
-    assert time.monotonic() - started >= 0.05
+    assert slept == [0.05]  # once per request, not per sample
     assert [(c.prompt_tokens, c.completion_tokens) for c in completions] == [(3, 3), (3, 3)]
     assert backend.usage.prompt_tokens == 6  # "be brief" + "a b c d", once
     assert backend.usage.completion_tokens == 6

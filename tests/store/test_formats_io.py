@@ -12,15 +12,14 @@ import pytest
 from slm_mux.errors import FormatError, InputError, StoreError
 from slm_mux.formats import (
     detect_format,
-    import_file,
+    import_files,
     read_authors,
-    read_file,
     read_jsonl,
-    store_contents,
+    stage_file,
     write_jsonl,
 )
 from slm_mux.sample import Sample
-from slm_mux.store import Store
+from slm_mux.store import Staging, Store
 from slm_mux.tasks.base import question_hash
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -45,6 +44,14 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def import_file(store: Store, path: Path, **options: Any) -> tuple[int, int]:
+    """Stage one file and import it into an open store: (samples read, samples new)."""
+    with Staging() as staging:
+        stage_file(staging, path, **options)
+        report = store.import_staged(staging)
+    return report.read, report.new
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "samples.db") as opened:
@@ -62,7 +69,7 @@ SAMPLES = [
         0,
         "a\u2028b",
         "x",
-        correct=True,
+        correct=False,
         text="line one\nline two \u2029 \U0001f600",
         prompt_tokens=17,
         completion_tokens=0,
@@ -100,7 +107,7 @@ def test_export_import_through_the_store(tmp_path: Path, store: Store) -> None:
         ({"answer": " 42 "}, "exact", " 42 ", True),
         ({"answer": "41"}, "exact", "41", False),
         ({"answer": None}, "exact", None, False),
-        ({"answer": "41", "correct": True}, "exact", "41", True),
+        ({"answer": "41", "correct": True}, "exact", "41", False),  # the grader wins
         ({"correct": None}, "exact", "42", True),
         ({"task": "exact", "answer": "4 2"}, "exact", "4 2", False),
     ],
@@ -154,7 +161,7 @@ BAD_LINES = [
     (line(question_id="\udc80"), "'question_id' is not valid Unicode"),
     (line(correct="yes"), "'correct' must be true, false or null"),
     (line(text=["x"]), "'text' must be a string or null"),
-    (line(answer="7"), "repeats line 1 with a different answer"),
+    (line(answer="7"), "on question 'q1' (exact, validation) has answer '7', but '42' at "),
 ]
 
 
@@ -163,7 +170,7 @@ def test_malformed_jsonl_is_rejected_whole(
     tmp_path: Path, store: Store, bad: str, reason: str
 ) -> None:
     path = write_lines(tmp_path / "bad.jsonl", [line(), line(sample=1), bad, line(sample=2)])
-    with pytest.raises(FormatError) as caught:
+    with pytest.raises(InputError) as caught:
         import_file(store, path)
     message = str(caught.value)
     assert message.startswith(f"{path}:3: ")
@@ -202,10 +209,10 @@ def test_double_import_changes_nothing(tmp_path: Path, store: Store) -> None:
     assert all(s.created_at for s in first)
     assert import_file(store, path) == (5, 0)
     assert store.samples() == first
-    rewritten = [
-        line(sample=i, answer="0", created_at="2000-01-01T00:00:00+00:00") for i in range(5)
+    restamped = [
+        line(sample=i, answer=str(40 + i), created_at="2000-01-01T00:00:00+00:00") for i in range(5)
     ]
-    assert import_file(store, write_lines(tmp_path / "b.jsonl", rewritten)) == (5, 0)
+    assert import_file(store, write_lines(tmp_path / "b.jsonl", restamped)) == (5, 0)
     assert store.samples() == first
 
 
@@ -216,7 +223,7 @@ def test_jsonl_must_match_a_given_split_or_model(
     tmp_path: Path, store: Store, option: str, value: str
 ) -> None:
     path = write_lines(tmp_path / "a.jsonl", [line()])
-    with pytest.raises(InputError, match=f"has {option} '.*', not '{value}'"):
+    with pytest.raises(InputError, match=rf"a\.jsonl:1: {option} '.*' is not '{value}'"):
         import_file(store, path, **{option: value})
     assert store.count() == 0
     assert import_file(store, path, split="validation", model="m") == (1, 1)
@@ -428,7 +435,7 @@ def test_authors_file_built_from_math500(tmp_path: Path, store: Store) -> None:
     assert store.question_text("exact", "test", first["unique_id"]) == first["problem"]
 
 
-# Whole files before the store: read_file, then store_contents
+# Whole files before the store: staged, then imported in one transaction
 
 
 def test_a_bad_file_among_several_writes_nothing(tmp_path: Path) -> None:
@@ -443,10 +450,7 @@ def test_a_bad_file_among_several_writes_nothing(tmp_path: Path) -> None:
 
     def import_all(paths: list[Path]) -> None:
         """The CLI's import: validate every file, only then open the store and write."""
-        contents = [read_file(path, split="validation") for path in paths]
-        with Store(store_path) as store:
-            for content in contents:
-                store_contents(store, content)
+        import_files(paths, store_path, split="validation")
 
     with pytest.raises(FormatError, match=r"c\.jsonl:2: 'sample' must be"):
         import_all(files)
@@ -463,10 +467,13 @@ def test_a_question_stored_with_other_text_stops_before_its_samples(
 ) -> None:
     item = {"id": "p1", "question": "1+1?", "answer": "2", "samples": [{"extracted_answer": "2"}]}
     first = authors_file(tmp_path / "a.json", [item], model="a")
-    assert store_contents(store, read_file(first, split="test")) == 1
+    assert import_file(store, first, split="test") == (1, 1)
     other = authors_file(tmp_path / "b.json", [item | {"question": "2+2?"}], model="b")
-    contents = read_file(other, split="test")
-    with pytest.raises(StoreError, match=r"question 'p1' \(exact, test\) is stored with a diff"):
-        store_contents(store, contents)
+    with pytest.raises(
+        StoreError,
+        match=r"b\.json: responses\[0\]: question 'p1' \(exact, test\) has text '2\+2\?', "
+        r"but .* holds it with text '1\+1\?'",
+    ):
+        import_file(store, other, split="test")
     assert store.models() == ["a"]
     assert store.question_text("exact", "test", "p1") == "1+1?"

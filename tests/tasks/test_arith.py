@@ -193,7 +193,7 @@ def test_bundled_model_answers_in_format(model_dir: Path) -> None:
     ]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.no_grad():
-        output = model.generate(  # type: ignore[misc]
+        output = model.generate(
             **batch, do_sample=False, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id
         )
     texts = tokenizer.batch_decode(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from slm_mux.tasks import get_task
+from slm_mux.tasks import math as math_module
 from slm_mux.tasks.data import load_questions
 from slm_mux.tasks.gpqa import LETTERS, strip_letter_prefixes
 from slm_mux.tasks.math import math_verify_equal
@@ -23,11 +23,19 @@ def data_file(name: str) -> Path:
     return path
 
 
-def test_math_references_grade_correct_after_boxing_and_extraction() -> None:
+def test_math_references_grade_correct_after_boxing_and_extraction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     task = get_task("math")
     questions = load_questions("math", data_file("math_500.json"))
     assert len(questions) == 500
-    started = time.monotonic()
+    asked: list[tuple[str, str]] = []
+
+    def counted(gold: str, pred: str, *, both_ways: bool, seconds: float) -> bool:
+        asked.append((gold, pred))
+        return math_verify_equal(gold, pred, both_ways=both_ways, seconds=seconds)
+
+    monkeypatch.setattr(math_module, "math_verify_equal", counted)
     wrong = [
         q.id
         for q in questions
@@ -35,22 +43,18 @@ def test_math_references_grade_correct_after_boxing_and_extraction() -> None:
             task.extract(f"So the answer is $\\boxed{{{q.reference}}}$."), q.reference
         )
     ]
-    seconds = time.monotonic() - started
-    print(f"graded 500 MATH references in {seconds:.3f} s")
     assert wrong == []
-    assert seconds < 60
+    assert asked == []  # the cheap normal form settles every self-match: math-verify is not run
 
 
 def test_math_references_also_pass_math_verify_itself() -> None:
     """The normal form catches self-matches; math-verify must agree where it is asked."""
     questions = load_questions("math", data_file("math_500.json"))
-    started = time.monotonic()
     wrong = [
         q.id
         for q in questions
         if not math_verify_equal(q.reference, q.reference, both_ways=False, seconds=5.0)
     ]
-    print(f"math-verify checked 500 MATH references in {time.monotonic() - started:.2f} s")
     assert wrong == []
 
 

@@ -136,7 +136,7 @@ def test_generic_layout(tmp_path: Path) -> None:
     ]
 
 
-ID_LESS_ROWS = {
+ID_LESS_ROWS: dict[str, list[dict[str, Any]]] = {
     "math": [{"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": "4"}],
     "gsm8k": [{"question": "One?", "answer": "#### 1"}, {"question": "Two?", "answer": "#### 2"}],
     "gpqa": [
@@ -300,11 +300,9 @@ def test_missing_file_and_unknown_task(tmp_path: Path) -> None:
 def test_custom_defaults_to_exact_with_question_hash_ids(tmp_path: Path) -> None:
     path = tmp_path / "custom.jsonl"
     path.write_text('{"question": "Q1", "reference": "a"}\n\n{"question": "Q2", "reference": 2}\n')
-    data = load_custom(path)
-    assert isinstance(data.task, ExactTask)
-    assert data.questions == [
-        Question(question_hash("Q1"), "Q1", "a"),
-        Question(question_hash("Q2"), "Q2", "2"),
+    assert load_custom(path) == [
+        ("exact", Question(question_hash("Q1"), "Q1", "a")),
+        ("exact", Question(question_hash("Q2"), "Q2", "2")),
     ]
     path.write_text('{"question": "Q1", "reference": "a"}\n{"question": "Q1", "reference": "b"}\n')
     with pytest.raises(FormatError, match="same question as line 1 and no 'id'"):
@@ -329,12 +327,12 @@ def test_custom_defaults_to_exact_with_question_hash_ids(tmp_path: Path) -> None
     ],
 )
 def test_custom_types(tmp_path: Path, row: dict[str, Any], kind: type, reference: str) -> None:
-    data = load_custom(write_jsonl(tmp_path / "custom.jsonl", [{"id": "q", **row}]))
-    assert isinstance(data.task, kind)
-    [question] = data.questions
+    [(name, question)] = load_custom(write_jsonl(tmp_path / "custom.jsonl", [{"id": "q", **row}]))
+    task = get_task(name)
+    assert isinstance(task, kind)
     assert question.reference == reference
     assert question.choices == tuple(row.get("choices", ()))
-    assert data.task.grade(reference, question.reference)
+    assert task.grade(reference, question.reference)
 
 
 @pytest.mark.parametrize(
@@ -344,13 +342,8 @@ def test_custom_types(tmp_path: Path, row: dict[str, Any], kind: type, reference
         ([{"question": "q"}], r":1: missing key 'reference'"),
         ([{"question": "q", "reference": "a", "answer": "a"}], r":1: unknown key 'answer'"),
         ([{"question": "q", "reference": "a", "type": "maths"}], r":1: unknown type 'maths'"),
-        (
-            [
-                {"question": "q", "reference": "1"},
-                {"question": "q", "reference": "1", "type": "math"},
-            ],
-            r":2: type 'math' differs from 'exact'",
-        ),
+        ([{"question": "", "reference": "a"}], r":1: 'question' must be a non-empty string"),
+        ([{"question": "  ", "reference": "a"}], r":1: 'question' must be a non-empty string"),
         (
             [{"question": "q", "reference": "x", "type": "gsm8k"}],
             r":1: 'reference' 'x' is not a number",
@@ -382,6 +375,20 @@ def test_custom_errors(tmp_path: Path, rows: list[Any], message: str) -> None:
     path = write_jsonl(tmp_path / "custom.jsonl", rows)
     with pytest.raises(FormatError, match=message):
         load_custom(path)
+
+
+def test_custom_lines_may_each_name_their_type(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "question": "Half?", "reference": r"\frac12", "type": "math"},
+        {"id": "b", "question": "Name?", "reference": "x"},
+        {"id": "c", "question": "N?", "reference": "7", "type": "gsm8k"},
+    ]
+    loaded = load_custom(write_jsonl(tmp_path / "custom.jsonl", rows))
+    assert [(kind, question.id) for kind, question in loaded] == [
+        ("math", "a"),
+        ("exact", "b"),
+        ("gsm8k", "c"),
+    ]
 
 
 def test_custom_error_after_good_lines_returns_nothing(tmp_path: Path) -> None:

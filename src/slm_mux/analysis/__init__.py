@@ -6,14 +6,29 @@ from slm_mux.analysis.arrays import (
     fewest_samples,
     validation_accuracy,
 )
-from slm_mux.analysis.evaluate import Evaluation, Outcome, Score, evaluate
+from slm_mux.analysis.evaluate import (
+    AGENT_FOREST,
+    ORACLE,
+    SLM_MUX,
+    Evaluation,
+    Method,
+    Outcome,
+    Score,
+    evaluate,
+    self_consistency,
+    single,
+)
 from slm_mux.analysis.report import write_report
 from slm_mux.analysis.scaling import ModelsPoint, SamplesPoint, Scaling, scale, write_plots
 from slm_mux.analysis.search import SearchResult, SubsetScore, search, with_test_accuracy
 
 __all__ = [
+    "AGENT_FOREST",
     "NOT_RECORDED",
+    "ORACLE",
+    "SLM_MUX",
     "Evaluation",
+    "Method",
     "ModelsPoint",
     "Outcome",
     "SampleArrays",
@@ -26,6 +41,8 @@ __all__ = [
     "fewest_samples",
     "scale",
     "search",
+    "self_consistency",
+    "single",
     "validation_accuracy",
     "with_test_accuracy",
     "write_plots",

@@ -8,16 +8,17 @@ samples of a question than others.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
 
+from slm_mux.columns import SampleColumns
 from slm_mux.errors import InputError, StoreError
 from slm_mux.sample import Sample
-from slm_mux.selection import encode
+from slm_mux.selection import NO_VOTE
 from slm_mux.tasks import Task, get_task, graded
 
 NOT_RECORDED = -2
@@ -66,71 +67,93 @@ class SampleArrays:
     def from_samples(
         cls, samples: Sequence[Sample], *, models: Sequence[str] | None = None, split: str
     ) -> SampleArrays:
-        """Arrays of ``split`` for ``models`` in the given order (default: all, sorted by name)."""
-        in_split = [s for s in samples if s.split == split]
-        if not in_split:
+        """Arrays of ``split`` for ``models`` (default: all); see :meth:`from_columns`."""
+        return cls.from_columns(
+            columns_of(samples, split), models=models, known=sorted({s.model for s in samples})
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: SampleColumns,
+        *,
+        models: Sequence[str] | None = None,
+        known: Sequence[str] = (),
+        question_ids: Collection[str] | None = None,
+    ) -> SampleArrays:
+        """Arrays of ``columns`` for ``models`` (default: all of the split's).
+
+        Models are always kept in one canonical order, sorted by name, whatever
+        order they are given in. ``known`` names the models of the other splits
+        (for the error message); ``question_ids``, when given, keeps only those
+        questions. Each distinct (question, answer) is clustered and graded once.
+        """
+        split = columns.split
+        if not len(columns.model):
             raise StoreError(f"no samples in split {split!r}")
-        chosen = _check_models(samples, in_split, models, split)
-        position = {name: m for m, name in enumerate(chosen)}
-        grouped: dict[str, list[list[Sample]]] = {}
-        for sample in in_split:
-            if sample.model in position:
-                rows = grouped.setdefault(sample.question_id, [[] for _ in chosen])
-                rows[position[sample.model]].append(sample)
-        complete = sorted(qid for qid, rows in grouped.items() if all(rows))
+        chosen = _check_models(columns.models, known, models, split)
+        lookup = {name: m for m, name in enumerate(chosen)}
+        to_chosen = np.array([lookup.get(name, -1) for name in columns.models], dtype=np.int64)
+        model = to_chosen[columns.model]
+        keep = model >= 0
+        if question_ids is not None:
+            wanted = set(question_ids)
+            wanted_question = np.array([q in wanted for q in columns.question_ids], np.bool_)
+            keep = keep & wanted_question[columns.question]
+        model, pair, sample = model[keep], columns.pair[keep], columns.sample[keep]
+        question = columns.pair_question[pair]
+        n_all = len(columns.question_ids)
+        present = np.zeros((len(chosen), n_all), dtype=np.bool_)
+        present[model, question] = True
+        asked = np.asarray(present.any(axis=0), dtype=np.bool_)
+        _check_one_task(columns, asked)
+        complete = [int(q) for q in np.flatnonzero(present.all(axis=0))]
+        complete.sort(key=columns.question_ids.__getitem__)
         if not complete:
             raise StoreError(
                 f"no question in split {split!r} has samples from every model ({', '.join(chosen)})"
             )
-        width = max(len(row) for qid in complete for row in grouped[qid])
-        shape = (len(chosen), len(complete), width)
-        codes = np.full(shape, NOT_RECORDED, dtype=np.int64)
-        recorded = np.zeros(shape[:2], dtype=np.int64)
-        answers: list[list[str]] = []
-        correct_rows: list[list[bool]] = []
-        tasks: list[str] = []
-        for q, qid in enumerate(complete):
-            rows = [sorted(row, key=lambda s: s.sample) for row in grouped[qid]]
-            task = _question_task(qid, rows)
-            tasks.append(task.name)
-            question_codes, representatives = encode(
-                [[s.answer for s in row] for row in rows], partial(_cluster, task, qid)
-            )
-            reference = rows[0][0].reference
-            answers.append(representatives)
-            correct_rows.append(
-                [graded(task.name, answer, reference) for answer in representatives]
-            )
-            for m, row in enumerate(rows):
-                recorded[m, q] = len(row)
-                codes[m, q, : len(row)] = question_codes[m, : len(row)]
-        classes = max(max(len(verdicts) for verdicts in correct_rows), 1)
-        code_correct = np.zeros((len(complete), classes), dtype=np.bool_)
-        for q, verdicts in enumerate(correct_rows):
-            code_correct[q, : len(verdicts)] = verdicts
+        renumber = np.full(n_all, -1, dtype=np.int64)
+        renumber[complete] = np.arange(len(complete))
+        new_question = renumber[question]
+        keep = new_question >= 0
+        model, pair, sample, question = model[keep], pair[keep], sample[keep], new_question[keep]
+        # Recorded order: by sample number within each (model, question).
+        order = np.lexsort((sample, question, model))
+        model, pair, question = model[order], pair[order], question[order]
+        cell = model * len(complete) + question
+        recorded = np.bincount(cell, minlength=len(chosen) * len(complete))
+        starts = np.concatenate([[0], np.cumsum(recorded)[:-1]])
+        slot = np.arange(len(cell)) - starts[cell]
+        width = int(recorded.max())
+        pair_code, answers, code_correct, tasks = _encode_pairs(
+            columns, pair, question, model, complete
+        )
+        codes = np.full((len(chosen), len(complete), width), NOT_RECORDED, dtype=np.int64)
+        codes[model, question, slot] = pair_code[pair]
         return cls(
             split=split,
-            models=list(chosen),
-            question_ids=complete,
+            models=chosen,
+            question_ids=[columns.question_ids[q] for q in complete],
             tasks=tasks,
             codes=codes,
-            recorded=recorded,
+            recorded=recorded.reshape(len(chosen), len(complete)).astype(np.int64),
             code_correct=code_correct,
             answers=answers,
-            dropped_questions=len(grouped) - len(complete),
+            dropped_questions=int(asked.sum()) - len(complete),
         )
 
     def subset(self, models: Sequence[str]) -> SampleArrays:
-        """The same questions, restricted to ``models`` in the given order."""
+        """The same questions, restricted to ``models`` (kept sorted by name)."""
         if not models:
             raise InputError("no models given")
         unknown = [name for name in models if name not in self.models]
         if unknown:
             raise InputError(f"unknown model {unknown[0]!r} (have: {', '.join(self.models)})")
-        index = [self.models.index(name) for name in models]
+        index = [self.models.index(name) for name in sorted(models)]
         return replace(
             self,
-            models=list(models),
+            models=sorted(models),
             codes=self.codes[index],
             recorded=self.recorded[index],
         )
@@ -160,35 +183,119 @@ class SampleArrays:
 
 
 def _check_models(
-    samples: Sequence[Sample], in_split: Sequence[Sample], models: Sequence[str] | None, split: str
+    present: Sequence[str], known: Sequence[str], models: Sequence[str] | None, split: str
 ) -> list[str]:
-    """The models asked for, checked against the samples; all of the split's when ``None``."""
-    present = sorted({s.model for s in in_split})
+    """The models asked for, checked and sorted by name; all ``present`` ones when ``None``."""
     if models is None:
-        return present
+        return sorted(present)
     if not models:
         raise InputError("no models given")
     if len(set(models)) != len(models):
         twice = next(name for name in models if list(models).count(name) > 1)
         raise InputError(f"model {twice!r} given twice")
-    known = sorted({s.model for s in samples})
+    everywhere = sorted({*known, *present})
     for name in models:
-        if name not in known:
-            raise InputError(f"unknown model {name!r} (store has: {', '.join(known)})")
+        if name not in everywhere:
+            raise InputError(f"unknown model {name!r} (store has: {', '.join(everywhere)})")
         if name not in present:
             raise StoreError(f"model {name!r} has no samples in split {split!r}")
-    return list(models)
+    return sorted(models)
 
 
-def _question_task(question_id: str, rows: Sequence[Sequence[Sample]]) -> Task:
-    """The one task all samples of a question belong to."""
-    names = sorted({s.task for row in rows for s in row})
-    if len(names) > 1:
-        raise StoreError(
-            f"question {question_id!r} has samples of tasks {', '.join(map(repr, names))}; "
-            "choose one task"
-        )
-    return get_task(names[0])
+def _check_one_task(columns: SampleColumns, asked: BoolArray) -> None:
+    """Raise if an asked question id has samples under two tasks."""
+    tasks: dict[str, set[str]] = {}
+    for q in np.flatnonzero(asked):
+        tasks.setdefault(columns.question_ids[q], set()).add(columns.tasks[q])
+    for question_id, names in sorted(tasks.items()):
+        if len(names) > 1:
+            raise StoreError(
+                f"question {question_id!r} has samples of tasks "
+                f"{', '.join(map(repr, sorted(names)))}; choose one task"
+            )
+
+
+def _encode_pairs(
+    columns: SampleColumns,
+    pair: IntArray,
+    question: IntArray,
+    model: IntArray,
+    complete: Sequence[int],
+) -> tuple[IntArray, list[list[str]], BoolArray, list[str]]:
+    """Code per pair, representatives, ``code_correct`` and task per question.
+
+    Rows come in recorded order per (model, question). A question's answers are
+    clustered with its task and numbered by first appearance over models (sorted
+    by name), then samples; each class is graded once, by its first answer.
+    """
+    by_question = np.lexsort((model, question))  # stable: recorded order within a model
+    first_pairs, first_rows = np.unique(pair[by_question], return_index=True)
+    ordered = np.argsort(first_rows)
+    pairs = first_pairs[ordered]
+    bounds = np.searchsorted(
+        question[by_question][first_rows[ordered]], np.arange(len(complete) + 1)
+    )
+    pair_code = np.full(len(columns.answers), NO_VOTE, dtype=np.int64)
+    answers: list[list[str]] = []
+    verdicts: list[list[bool]] = []
+    tasks: list[str] = []
+    for q, source in enumerate(complete):
+        task = get_task(columns.tasks[source])
+        voting = [
+            (int(p), answer)
+            for p in pairs[bounds[q] : bounds[q + 1]]
+            if (answer := columns.answers[p]) is not None and answer.strip()
+        ]
+        classes = _cluster(task, columns.question_ids[source], [a for _, a in voting])
+        renumber: dict[int, int] = {}
+        representatives: list[str] = []
+        for (p, answer), cls in zip(voting, classes, strict=True):
+            if cls not in renumber:
+                renumber[cls] = len(representatives)
+                representatives.append(answer)
+            pair_code[p] = renumber[cls]
+        reference = columns.references[source]
+        tasks.append(task.name)
+        answers.append(representatives)
+        verdicts.append([graded(task.name, answer, reference) for answer in representatives])
+    code_correct = np.zeros((len(complete), max(map(len, verdicts), default=1) or 1), np.bool_)
+    for q, row in enumerate(verdicts):
+        code_correct[q, : len(row)] = row
+    return pair_code, answers, code_correct, tasks
+
+
+def columns_of(samples: Sequence[Sample], split: str) -> SampleColumns:
+    """The samples of ``split`` as columns (one Python pass; for small, in-memory sets)."""
+    models: dict[str, int] = {}
+    questions: dict[tuple[str, str], int] = {}
+    references: list[str] = []
+    pairs: dict[tuple[int, str | None], int] = {}
+    pair_question: list[int] = []
+    rows: list[tuple[int, int, int]] = []
+    for s in samples:
+        if s.split != split:
+            continue
+        m = models.setdefault(s.model, len(models))
+        q = questions.setdefault((s.task, s.question_id), len(questions))
+        if q == len(references):
+            references.append(s.reference)
+        p = pairs.setdefault((q, s.answer), len(pairs))
+        if p == len(pair_question):
+            pair_question.append(q)
+        rows.append((m, p, s.sample))
+    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    return SampleColumns(
+        split=split,
+        models=list(models),
+        question_ids=[qid for _, qid in questions],
+        tasks=[task for task, _ in questions],
+        references=references,
+        answers=[answer for _, answer in pairs],
+        pair_question=np.array(pair_question, dtype=np.int64),
+        model=table[:, 0],
+        pair=table[:, 1],
+        sample=table[:, 2],
+    )
 
 
 def validation_accuracy(validation: SampleArrays) -> dict[str, float]:

@@ -1,21 +1,58 @@
 """Offline evaluation: replay SLM-MUX and baselines on stored test samples.
 
 Each trial draws ``k`` of the recorded samples per model and question (without
-replacement, kept in recorded order) and scores every method on the draw.
+replacement, kept in recorded order; see :mod:`slm_mux.analysis.draws`) and
+scores every method on the draw. Results do not depend on the order models are
+given in: a model's draws depend only on (seed, model, question, trial), and
+models are otherwise taken in one canonical order, sorted by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from slm_mux.analysis.arrays import BoolArray, IntArray, SampleArrays
+from slm_mux.analysis.arrays import IntArray, SampleArrays
+from slm_mux.analysis.draws import bases, draw, slot_keys
 from slm_mux.errors import InputError
 from slm_mux.selection import Selection, majority, select, tie_break_rank
+from slm_mux.tables import markdown_table
+
+MethodKind = Literal["slm-mux", "agent-forest", "single", "sc", "oracle"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """An evaluated method; ``model`` is set for the per-model ones (``single``, ``sc``).
+
+    ``str()`` gives its name in JSON and tables: ``slm-mux``, ``agent-forest``,
+    ``single:<model>``, ``sc:<model>``, ``oracle``.
+    """
+
+    kind: MethodKind
+    model: str | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.model is None else f"{self.kind}:{self.model}"
+
+
+SLM_MUX = Method("slm-mux")
+AGENT_FOREST = Method("agent-forest")
+ORACLE = Method("oracle")
+
+
+def single(model: str) -> Method:
+    """Mean per-sample accuracy of ``model``."""
+    return Method("single", model)
+
+
+def self_consistency(model: str) -> Method:
+    """Accuracy of the majority of ``model``'s ``k`` samples."""
+    return Method("sc", model)
 
 
 @dataclass(frozen=True)
@@ -55,8 +92,9 @@ class Evaluation:
 
     When ``all_recorded`` (every model has exactly ``k`` samples of every
     question) there is nothing to draw: one pass over the recorded samples
-    replaces the trials. Methods: ``slm-mux``, ``agent-forest``,
-    ``single:<model>``, ``sc:<model>`` and ``oracle``. ``model_share`` is how
+    replaces the trials. ``methods`` holds every :class:`Method`: SLM-MUX,
+    Agent Forest, single and self-consistency per model, oracle; models come
+    sorted by name. ``model_share`` is how
     often SLM-MUX took each model's answer (fraction of questions, averaged
     over passes), ``no_answer_share`` how often no model voted;
     ``first_trial`` has SLM-MUX's choice per question in the first pass.
@@ -67,10 +105,15 @@ class Evaluation:
     trials: int
     seed: int
     all_recorded: bool
-    methods: dict[str, Score]
+    methods: dict[Method, Score]
     model_share: dict[str, float]
     no_answer_share: float
     first_trial: list[Outcome]
+
+    @property
+    def models(self) -> list[str]:
+        """The evaluated models, sorted by name."""
+        return list(self.model_share)
 
     @property
     def passes(self) -> int:
@@ -92,7 +135,7 @@ class Evaluation:
             "passes": self.passes,
             "all_recorded": self.all_recorded,
             "seed": self.seed,
-            "methods": {name: score.to_json() for name, score in self.methods.items()},
+            "methods": {str(method): score.to_json() for method, score in self.methods.items()},
             "attribution": {
                 "share": dict(self.model_share),
                 "no_answer": self.no_answer_share,
@@ -102,32 +145,34 @@ class Evaluation:
 
     def to_markdown(self) -> str:
         """Accuracy per method, and where SLM-MUX's answers came from, as Markdown."""
-        lines = [
-            f"{self.questions} test questions, k={self.k}, {self.draws_summary}",
-            "",
-            "| method | accuracy | std |",
-            "|---|---:|---:|",
-            *(
-                f"| {name} | {score.accuracy:.4f} | {score.std:.4f} |"
-                for name, score in self.methods.items()
-            ),
-            "",
-            "| SLM-MUX answer from | share |",
-            "|---|---:|",
-            *(f"| {name} | {share:.4f} |" for name, share in self.model_share.items()),
-            f"| (no answer) | {self.no_answer_share:.4f} |",
-        ]
-        return "\n".join(lines) + "\n"
+        methods = markdown_table(
+            ("method", "accuracy", "std"),
+            [
+                (str(method), f"{score.accuracy:.4f}", f"{score.std:.4f}")
+                for method, score in self.methods.items()
+            ],
+            ("left", "right", "right"),
+        )
+        shares = markdown_table(
+            ("SLM-MUX answer from", "share"),
+            [
+                *((name, f"{share:.4f}") for name, share in self.model_share.items()),
+                ("(no answer)", f"{self.no_answer_share:.4f}"),
+            ],
+            ("left", "right"),
+        )
+        header = f"{self.questions} test questions, k={self.k}, {self.draws_summary}"
+        return f"{header}\n\n{methods}\n{shares}"
 
 
-def method_names(models: list[str]) -> list[str]:
-    """Names of the evaluated methods, in report order."""
+def methods_of(models: list[str]) -> list[Method]:
+    """The evaluated methods, in report order."""
     return [
-        "slm-mux",
-        "agent-forest",
-        *(f"single:{name}" for name in models),
-        *(f"sc:{name}" for name in models),
-        "oracle",
+        SLM_MUX,
+        AGENT_FOREST,
+        *(single(name) for name in models),
+        *(self_consistency(name) for name in models),
+        ORACLE,
     ]
 
 
@@ -142,23 +187,26 @@ def evaluate(
     """Score SLM-MUX and the baselines on ``test`` over ``trials`` seeded draws.
 
     Each trial draws ``k`` samples per model and question uniformly without
-    replacement from the recorded ones (one ``numpy.random.default_rng(seed)``
-    for the whole run); when every model has exactly ``k`` samples of every
-    question, all trials are the recorded samples in recorded order and std is
-    0. Std is the population standard deviation (ddof=0) across trials.
-    ``validation_accuracy`` (from the validation split only) breaks SLM-MUX
-    confidence ties; ``None`` keeps the models' given order.
+    replacement from the recorded ones, keyed by (seed, model name, question
+    id, trial) only (:mod:`slm_mux.analysis.draws`): a model's draws do not
+    change with the other models or questions evaluated beside it. When every
+    model has exactly ``k`` samples of every question, all trials are the
+    recorded samples in recorded order and std is 0. Std is the population
+    standard deviation (ddof=0) across trials. ``validation_accuracy`` (from
+    the validation split only) breaks SLM-MUX confidence ties, then model
+    names (sorted); Agent Forest's pooled vote takes the models sorted by name.
     """
     if trials < 1:
         raise InputError(f"trials must be at least 1, got {trials}")
     test.require_samples(k)
     accuracy = validation_accuracy or {}
+    if test.models != sorted(test.models):
+        test = test.subset(test.models)  # the canonical order
     rank = tie_break_rank([accuracy.get(name) for name in test.models])
     n_models, n_questions, width = test.codes.shape
     fixed = bool((test.recorded == k).all())
     runs = 1 if fixed else trials
-    unrecorded = np.arange(width) >= test.recorded[..., None]
-    rng = np.random.default_rng(seed)
+    base = bases(test.models, test.question_ids)
     scores = np.empty((runs, 2 * n_models + 3))
     share = np.zeros(n_models + 1)
     first_trial: list[Outcome] = []
@@ -166,14 +214,15 @@ def evaluate(
         if fixed:
             drawn = np.broadcast_to(np.arange(k), (n_models, n_questions, k))
         else:
-            drawn = _draw(rng, unrecorded, k)
+            keys = slot_keys(base, seed=seed, trial=trial, width=width)
+            drawn = draw(keys, test.recorded, k)
         codes = np.take_along_axis(test.codes, drawn, axis=2)
         chosen = select(codes, k=k, rank=rank)
         scores[trial] = _scores(test, codes, drawn, chosen)
         share += np.bincount(chosen.model + 1, minlength=n_models + 1) / n_questions
         if trial == 0:
             first_trial = _outcomes(test, chosen)
-    names = method_names(test.models)
+    names = methods_of(test.models)
     means, stds = scores.mean(axis=0), scores.std(axis=0)
     share /= runs
     return Evaluation(
@@ -192,18 +241,10 @@ def evaluate(
     )
 
 
-def _draw(rng: np.random.Generator, unrecorded: BoolArray, k: int) -> IntArray:
-    """Indices of ``k`` recorded samples per (model, question), uniformly drawn, sorted."""
-    keys = rng.random(unrecorded.shape)
-    np.putmask(keys, unrecorded, 2.0)  # above every key in [0, 1): never drawn
-    drawn = np.argpartition(keys, k - 1, axis=-1)[..., :k]
-    return np.sort(drawn, axis=-1)
-
-
 def _scores(
     test: SampleArrays, codes: IntArray, drawn: IntArray, chosen: Selection
 ) -> NDArray[np.float64]:
-    """One trial's accuracy per method, in :func:`method_names` order."""
+    """One trial's accuracy per method, in :func:`methods_of` order."""
     n_models, n_questions, k = codes.shape
     vote_correct = test.is_correct(chosen.votes)
     pooled, _ = majority(codes.transpose(1, 0, 2).reshape(n_questions, n_models * k))

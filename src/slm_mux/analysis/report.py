@@ -16,6 +16,7 @@ from pathlib import Path
 from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
+from slm_mux.tables import markdown_cell, markdown_table
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
@@ -91,8 +92,8 @@ def _sections(
             f"{evaluation.draws_summary}; {spread}.",
             ("method", "accuracy", "std"),
             [
-                (name, _percent(score.accuracy), _percent(score.std))
-                for name, score in evaluation.methods.items()
+                (str(method), _percent(score.accuracy), _percent(score.std))
+                for method, score in evaluation.methods.items()
             ],
         ),
         _Section(
@@ -180,23 +181,14 @@ def _sections(
     return sections
 
 
-def _md_cell(text: str) -> str:
-    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
-
-
 def _markdown(title: str, sections: list[_Section], out_dir: Path) -> str:
-    lines = [f"# {_md_cell(title)}", ""]
+    lines = [f"# {markdown_cell(title)}", ""]
     for section in sections:
         lines += [f"## {section.heading}", ""]
         if section.note:
             lines += [section.note, ""]
         if section.headers:
-            lines += [
-                "| " + " | ".join(section.headers) + " |",
-                "|" + "---|" * len(section.headers),
-                *("| " + " | ".join(map(_md_cell, row)) + " |" for row in section.rows),
-                "",
-            ]
+            lines += [markdown_table(section.headers, section.rows)]
         for image in section.images:
             lines += [f"![{image.stem}]({Path(os.path.relpath(image, out_dir)).as_posix()})", ""]
     return "\n".join(lines)

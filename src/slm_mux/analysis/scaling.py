@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from slm_mux.analysis.arrays import SampleArrays, fewest_samples, validation_accuracy
-from slm_mux.analysis.evaluate import evaluate
+from slm_mux.analysis.evaluate import (
+    AGENT_FOREST,
+    ORACLE,
+    SLM_MUX,
+    evaluate,
+    self_consistency,
+)
 from slm_mux.analysis.search import SearchResult, search
 from slm_mux.errors import InputError
+from slm_mux.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -81,28 +88,34 @@ class Scaling:
 
     def to_markdown(self) -> str:
         """Both sweeps as Markdown tables."""
-        lines = [
-            "Best single model by validation accuracy; its self-consistency (SC) on test.",
-            "",
-            "| k | SLM-MUX | Agent Forest | best single SC | best single model |",
-            "|---:|---:|---:|---:|---|",
-            *(
-                f"| {p.k} | {p.slm_mux:.4f} | {p.agent_forest:.4f} | "
-                f"{p.best_single_sc:.4f} | {p.best_single_model} |"
+        by_samples = markdown_table(
+            ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
+            [
+                (
+                    str(p.k),
+                    f"{p.slm_mux:.4f}",
+                    f"{p.agent_forest:.4f}",
+                    f"{p.best_single_sc:.4f}",
+                    p.best_single_model,
+                )
                 for p in self.by_samples
-            ),
-            "",
-            f"Models searched on validation and evaluated on test at k={self.k} "
-            f"({'exact' if self.exact else 'beam'} search, lambda={self.lam:g}).",
-            "",
-            "| models | subset | SLM-MUX | union accuracy |",
-            "|---:|---|---:|---:|",
-            *(
-                f"| {p.size} | {', '.join(p.models)} | {p.slm_mux:.4f} | {p.union_accuracy:.4f} |"
+            ],
+            ("right", "right", "right", "right", "left"),
+        )
+        by_models = markdown_table(
+            ("models", "subset", "SLM-MUX", "union accuracy"),
+            [
+                (str(p.size), ", ".join(p.models), f"{p.slm_mux:.4f}", f"{p.union_accuracy:.4f}")
                 for p in self.by_models
-            ),
-        ]
-        return "\n".join(lines) + "\n"
+            ],
+            ("right", "left", "right", "right"),
+        )
+        search = "exact" if self.exact else "beam"
+        return (
+            "Best single model by validation accuracy; its self-consistency (SC) on test.\n\n"
+            f"{by_samples}\nModels searched on validation and evaluated on test at k={self.k} "
+            f"({search} search, lambda={self.lam:g}).\n\n{by_models}"
+        )
 
 
 def scale(
@@ -120,7 +133,7 @@ def scale(
 
     For each ``k``: SLM-MUX, Agent Forest and, on test, the self-consistency of
     the best single model by validation accuracy (chosen once; ties go to the
-    order of ``test.models``). For each size: the subset :func:`search` picks
+    model name that sorts first). For each size: the subset :func:`search` picks
     on validation at ``k`` (default: the largest ``k`` both splits have), with
     SLM-MUX accuracy and union (oracle) accuracy on test. ``found``, a search
     already run with the same ``k``, ``lam`` and ``max_models``, is reused
@@ -139,9 +152,9 @@ def scale(
         by_samples.append(
             SamplesPoint(
                 k=samples,
-                slm_mux=scores["slm-mux"].accuracy,
-                agent_forest=scores["agent-forest"].accuracy,
-                best_single_sc=scores[f"sc:{best_model}"].accuracy,
+                slm_mux=scores[SLM_MUX].accuracy,
+                agent_forest=scores[AGENT_FOREST].accuracy,
+                best_single_sc=scores[self_consistency(best_model)].accuracy,
                 best_single_model=best_model,
             )
         )
@@ -163,8 +176,8 @@ def scale(
             ModelsPoint(
                 size=size,
                 models=subset.models,
-                slm_mux=scores["slm-mux"].accuracy,
-                union_accuracy=scores["oracle"].accuracy,
+                slm_mux=scores[SLM_MUX].accuracy,
+                union_accuracy=scores[ORACLE].accuracy,
             )
         )
     return Scaling(

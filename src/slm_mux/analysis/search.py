@@ -26,9 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from slm_mux.analysis.arrays import BoolArray, SampleArrays
-from slm_mux.analysis.evaluate import evaluate
+from slm_mux.analysis.evaluate import SLM_MUX, evaluate
 from slm_mux.errors import InputError
 from slm_mux.selection import majority
+from slm_mux.tables import markdown_table
 
 Bits = NDArray[np.uint64]
 
@@ -83,19 +84,24 @@ class SearchResult:
     def to_markdown(self) -> str:
         """The best subset per size as a Markdown table."""
         kind = "exact" if self.exact else "approximate (beam)"
-        lines = [
-            f"Best subsets on validation, k={self.k}, lambda={self.lam:g}, {kind} search",
-            "",
-            "| size | models | objective | union acc. | contradiction | test acc. (SLM-MUX) |",
-            "|---:|---|---:|---:|---:|---:|",
-        ]
-        for size, score in sorted(self.best.items()):
-            test = "-" if score.test_accuracy is None else f"{score.test_accuracy:.4f}"
-            lines.append(
-                f"| {size} | {', '.join(score.models)} | {score.objective:.4f} | "
-                f"{score.union_accuracy:.4f} | {score.contradiction:.4f} | {test} |"
-            )
-        return "\n".join(lines) + "\n"
+        table = markdown_table(
+            ("size", "models", "objective", "union acc.", "contradiction", "test acc. (SLM-MUX)"),
+            [
+                (
+                    str(size),
+                    ", ".join(score.models),
+                    f"{score.objective:.4f}",
+                    f"{score.union_accuracy:.4f}",
+                    f"{score.contradiction:.4f}",
+                    "-" if score.test_accuracy is None else f"{score.test_accuracy:.4f}",
+                )
+                for size, score in sorted(self.best.items())
+            ],
+            ("right", "left", "right", "right", "right", "right"),
+        )
+        return (
+            f"Best subsets on validation, k={self.k}, lambda={self.lam:g}, {kind} search\n\n{table}"
+        )
 
 
 def model_outcomes(validation: SampleArrays, k: int) -> tuple[BoolArray, BoolArray]:
@@ -163,7 +169,7 @@ def with_test_accuracy(
                 seed=seed,
                 validation_accuracy=validation_accuracy,
             )
-            .methods["slm-mux"]
+            .methods[SLM_MUX]
             .accuracy,
         )
         for size, score in result.best.items()

@@ -1,8 +1,9 @@
 """What every model backend provides: n completions for a chat request.
 
-A backend is anything with a ``name``, an async :meth:`Backend.generate` that
-returns exactly ``request.n`` completions (or raises
-:class:`~slm_mux.errors.BackendError`), and an async :meth:`Backend.aclose`.
+A backend is anything with a ``name``, an async :meth:`Backend.stream` that
+hands back the ``request.n`` completions in batches as they finish (so a
+caller can store each at once), an async :meth:`Backend.generate` that
+collects them (:func:`gather_stream`), and an async :meth:`Backend.aclose`.
 
 Token accounting: when one request yields several choices, the prompt is
 processed (and billed) once, so its token count is split across the choices
@@ -12,7 +13,7 @@ and the per-completion numbers add up to what the server reported (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,11 +43,19 @@ class GenerationRequest:
     seed: int | None = None
 
 
+Batch = list[tuple[int, Completion]]
+"""Completions that finished together, each with its sample index (``0 .. n-1``)."""
+
+
 class Backend(Protocol):
     """A model that answers chat requests."""
 
     name: str
     """The model's name in the pool."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        """Every index ``0 .. n-1`` exactly once, in batches as they finish; or ``BackendError``."""
+        ...
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Exactly ``request.n`` completions, or raise ``BackendError``."""
@@ -55,6 +64,14 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads or memory held by the backend."""
         ...
+
+
+async def gather_stream(batches: AsyncIterator[Batch], n: int) -> list[Completion]:
+    """The ``n`` completions of a :meth:`Backend.stream`, in sample order."""
+    found: dict[int, Completion] = {}
+    async for batch in batches:
+        found.update(batch)
+    return [found[i] for i in range(n)]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ Policy, all ours (the SDK's own retries are off):
   or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
   model) as not supporting ``n``; the missing samples, and every later
   request, go as parallel single requests. Single request ``i`` uses seed
-  ``seed + i``, so sample 0 keeps the request's seed.
+  ``seed + i``, so sample 0 keeps the request's seed. What was learned is
+  also written to a small cache file (:func:`cache_file`), so the next
+  process starts with it instead of paying a second round trip.
+* Completions are handed back as they finish (:meth:`OpenAICompatibleBackend.stream`):
+  the ``n``-request's choices together, then each single request on its own.
 * Backends on the same endpoint share one concurrency limit and one
   requests-per-minute pacing (requests are spaced ``60 / rpm`` seconds apart).
 * 408, 409, 429, 5xx, connection errors, timeouts, malformed JSON and empty
@@ -22,20 +26,34 @@ Policy, all ours (the SDK's own retries are off):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import re
+import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import openai
+from pydantic import Field
 
-from slm_mux.backends.base import Completion, GenerationRequest, Price, Usage, split_tokens
+from slm_mux.backends.base import (
+    Batch,
+    Completion,
+    GenerationRequest,
+    Price,
+    Usage,
+    gather_stream,
+    split_tokens,
+)
+from slm_mux.backends.config import ModelBase
 from slm_mux.errors import BackendError, InputError
 
 # A 400 saying n > 1 is unsupported: "n must be 1", "Unknown parameter: n", "only one
@@ -59,10 +77,48 @@ class _NUnsupported(Exception):
     """The server rejected ``n > 1``."""
 
 
+def cache_file() -> Path:
+    """Where learned ``n`` support is kept: ``$XDG_CACHE_HOME/slm-mux/endpoints.json``.
+
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache``. The file maps
+    ``"<base_url> <model>"`` to ``true`` or ``false``; delete it to forget.
+    """
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "slm-mux" / "endpoints.json"
+
+
+def _read_cache() -> dict[str, bool]:
+    """The cached ``n`` support per endpoint; an unreadable file counts as empty."""
+    try:
+        data = json.loads(cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: value for key, value in data.items() if isinstance(value, bool)}
+
+
+def _write_cache(key: str, supports_n: bool) -> None:
+    """Remember ``supports_n`` for ``key``, atomically; an unwritable cache is skipped."""
+    path = cache_file()
+    known = _read_cache()
+    if known.get(key) is supports_n:
+        return
+    known[key] = supports_n
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
+        ) as handle:
+            json.dump(known, handle, indent=1, sort_keys=True)
+        os.replace(handle.name, path)
+
+
 @dataclass(eq=False)
 class _Endpoint:
     """State shared by every backend that talks to one base URL + model."""
 
+    key: str
     max_concurrency: int
     requests_per_minute: float | None
     supports_n: bool | None
@@ -78,15 +134,21 @@ class _Endpoint:
             self.semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
         return self.semaphores[loop]
 
-    async def pace(self) -> None:
-        """Wait for this request's slot under the requests-per-minute limit."""
+    async def pace(self) -> float:
+        """Wait for this request's slot under the requests-per-minute limit; the seconds waited."""
         if self.requests_per_minute is None:
-            return
+            return 0.0
         now = time.monotonic()
         slot = max(now, self.next_slot)
         self.next_slot = slot + 60.0 / self.requests_per_minute
         if slot > now:
             await asyncio.sleep(slot - now)
+        return slot - now
+
+    def learn(self, supports_n: bool) -> None:
+        """Record whether the server honours ``n``, here and in the cache file."""
+        self.supports_n = supports_n
+        _write_cache(self.key, supports_n)
 
 
 _ENDPOINTS: weakref.WeakValueDictionary[tuple[str, str], _Endpoint] = weakref.WeakValueDictionary()
@@ -103,12 +165,15 @@ def _endpoint(
     """The shared state of ``base_url`` + ``model``.
 
     Limits must agree across backends; a configured ``supports_n`` overrides
-    what is known so far.
+    what is known so far (in this process, else in the cache file).
     """
     key = (base_url, model)
     found = _ENDPOINTS.get(key)
     if found is None:
-        found = _Endpoint(max_concurrency, requests_per_minute, supports_n)
+        cache_key = f"{base_url} {model}"
+        if supports_n is None:
+            supports_n = _read_cache().get(cache_key)
+        found = _Endpoint(cache_key, max_concurrency, requests_per_minute, supports_n)
         _ENDPOINTS[key] = found
         return found
     if supports_n is not None:
@@ -232,6 +297,8 @@ class OpenAICompatibleBackend:
         self.max_retries = max_retries
         self.price = price
         self.usage = Usage()
+        self.waits: deque[tuple[str, float]] = deque(maxlen=256)
+        """The latest waits before an attempt, newest last: ``("retry", s)`` or ``("pace", s)``."""
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._always_n = supports_n is True
@@ -263,25 +330,30 @@ class OpenAICompatibleBackend:
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Exactly ``request.n`` completions, or raise ``BackendError``."""
+        return await gather_stream(self.stream(request), request.n)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        """The ``n``-request's choices as one batch, then each single request as it finishes."""
         if request.n < 1:
             raise ValueError("n must be at least 1")
         endpoint = self._endpoint
-        got: list[Completion] = []
+        got = 0
         if request.n > 1 and endpoint.supports_n is not False:
             try:
-                got = await self._request(request, request.n, request.seed)
+                first = await self._request(request, request.n, request.seed)
             except _NUnsupported:
-                endpoint.supports_n = False
+                endpoint.learn(False)
             else:
-                if len(got) >= request.n:
-                    got = got[: request.n]
-                    if endpoint.supports_n is None:
-                        endpoint.supports_n = True
-                elif not self._always_n:
-                    endpoint.supports_n = False
-        rest = await self._singles(request, start=len(got))
-        self.usage.add(got + rest)
-        return got + rest
+                first = first[: request.n]
+                got = len(first)
+                if got == request.n and endpoint.supports_n is None:
+                    endpoint.learn(True)
+                elif got < request.n and not self._always_n:
+                    endpoint.learn(False)
+                self.usage.add(first)
+                yield list(enumerate(first))
+        async for batch in self._singles(request, start=got):
+            yield batch
 
     async def aclose(self) -> None:
         """Close the HTTP client of the running event loop."""
@@ -289,21 +361,23 @@ class OpenAICompatibleBackend:
         if client is not None:
             await client.close()
 
-    async def _singles(self, request: GenerationRequest, start: int) -> list[Completion]:
-        """Samples ``start .. n-1`` as parallel single requests."""
-        tasks = [
-            asyncio.ensure_future(
-                self._request(request, 1, None if request.seed is None else request.seed + i)
-            )
-            for i in range(start, request.n)
-        ]
+    async def _singles(self, request: GenerationRequest, start: int) -> AsyncIterator[Batch]:
+        """Samples ``start .. n-1`` as parallel single requests, each yielded as it finishes."""
+
+        async def single(index: int) -> tuple[int, Completion]:
+            seed = None if request.seed is None else request.seed + index
+            return index, (await self._request(request, 1, seed))[0]
+
+        tasks = [asyncio.ensure_future(single(i)) for i in range(start, request.n)]
         try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
+            for finished in asyncio.as_completed(tasks):
+                index, completion = await finished
+                self.usage.add([completion])
+                yield [(index, completion)]
+        finally:
             for task in tasks:
                 task.cancel()
-            raise
-        return [result[0] for result in results]
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -342,6 +416,7 @@ class OpenAICompatibleBackend:
                     delay = backoff_delay(
                         attempt, self.backoff_base_s, self.backoff_max_s, self._jitter
                     )
+                self.waits.append(("retry", min(delay, self.backoff_max_s)))
                 await asyncio.sleep(min(delay, self.backoff_max_s))
                 attempt += 1
 
@@ -349,7 +424,9 @@ class OpenAICompatibleBackend:
         """One HTTP round trip under the endpoint's limits."""
         client = self._client()
         async with self._endpoint.semaphore():
-            await self._endpoint.pace()
+            paced = await self._endpoint.pace()
+            if paced > 0:
+                self.waits.append(("pace", paced))
             started = time.monotonic()
             try:
                 # The SDK's generic ``post`` skips its per-field request transform,
@@ -380,3 +457,47 @@ class OpenAICompatibleBackend:
         if status == 400 and "n" in body and not self._always_n and _REJECTS_N.search(message):
             return _NUnsupported(message)
         return BackendError(f"model {self.name!r}: {status} from {self.base_url}: {message}")
+
+
+class OpenAIConfig(ModelBase):
+    """A pool entry with ``backend: openai``: a model behind an OpenAI-compatible server."""
+
+    backend: Literal["openai"] = Field(description="openai: an OpenAI-compatible server.")
+    base_url: str = Field(description="Server URL, e.g. http://host:8000/v1.")
+    model: str = Field(description="The model name the server knows.")
+    api_key_env: str | None = Field(
+        default=None, description="NAME of the environment variable holding the API key."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="Extra HTTP headers (no secrets)."
+    )
+    max_concurrency: int = Field(default=16, ge=1, description="Most requests in flight.")
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Request rate limit per endpoint; null for none."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Seconds before an attempt ends.")
+    max_retries: int = Field(default=4, ge=0, description="Retries after a failed attempt.")
+    supports_n: bool | None = Field(
+        default=None,
+        description="Whether the server honours n; null to detect it (and cache what was learned).",
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """The served model's name."""
+        return {"model": self.model}
+
+    def build(self) -> OpenAICompatibleBackend:
+        """The backend; reads the API key from ``api_key_env``, if set."""
+        return OpenAICompatibleBackend(
+            self.name,
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            headers=self.headers,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            supports_n=self.supports_n,
+            price=self.price.price() if self.price is not None else None,
+        )

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Literal
 
-from slm_mux.backends.base import Completion, GenerationRequest, Usage, split_tokens
+from pydantic import Field
+
+from slm_mux.backends.base import (
+    Batch,
+    Completion,
+    GenerationRequest,
+    Usage,
+    gather_stream,
+    split_tokens,
+)
+from slm_mux.backends.config import ModelBase
 from slm_mux.errors import BackendError, InputError
 
 ScriptFn = Callable[[str, int], str]
@@ -43,6 +54,10 @@ class ScriptedBackend:
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """``request.n`` scripted completions."""
+        return await gather_stream(self.stream(request), request.n)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        """All ``request.n`` scripted completions in one batch."""
         self.requests.append(request)
         prompt = last_user_message(request.messages)
         script = self.script
@@ -60,7 +75,7 @@ class ScriptedBackend:
             for text, share in zip(texts, shares, strict=True)
         ]
         self.usage.add(completions)
-        return completions
+        yield list(enumerate(completions))
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -72,3 +87,21 @@ class ScriptedBackend:
         if "*" in script:
             return script["*"]
         raise BackendError(f"model {self.name!r}: no scripted answer for {prompt[:60]!r}")
+
+
+class ScriptedConfig(ModelBase):
+    """A pool entry with ``backend: scripted``: answers from a script, for tests and examples."""
+
+    backend: Literal["scripted"] = Field(description="scripted: answers from a script.")
+    script: dict[str, list[str]] = Field(
+        description='Responses by question substring ("*" for any), cycled.'
+    )
+    latency_s: float = Field(default=0.0, ge=0, description="Seconds to wait per request.")
+
+    def identity(self) -> dict[str, Any]:
+        """The script itself."""
+        return {"script": self.script}
+
+    def build(self) -> ScriptedBackend:
+        """The backend."""
+        return ScriptedBackend(self.name, self.script, latency_s=self.latency_s)

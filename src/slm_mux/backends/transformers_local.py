@@ -16,10 +16,21 @@ import asyncio
 import importlib.util
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-from slm_mux.backends.base import Completion, GenerationRequest, Usage, split_tokens
+from pydantic import Field
+
+from slm_mux.backends.base import (
+    Batch,
+    Completion,
+    GenerationRequest,
+    Usage,
+    gather_stream,
+    split_tokens,
+)
+from slm_mux.backends.config import ModelBase
 from slm_mux.errors import BackendError, InputError
 
 _GENERATE_LOCK = threading.Lock()
@@ -78,11 +89,15 @@ class TransformersBackend:
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Exactly ``request.n`` sampled completions, or raise ``BackendError``."""
+        return await gather_stream(self.stream(request), request.n)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        """All ``request.n`` samples in one batch: they come from one batched ``generate``."""
         if request.n < 1:
             raise ValueError("n must be at least 1")
         completions = await asyncio.to_thread(self._generate, request)
         self.usage.add(completions)
-        return completions
+        yield list(enumerate(completions))
 
     async def aclose(self) -> None:
         """Drop the model and tokenizer (their memory is freed once unreferenced)."""
@@ -176,3 +191,36 @@ class TransformersBackend:
             finish = "length" if end is None else "stop"
             completions.append(Completion(text, prompt_share, len(kept), latency, finish))
         return completions
+
+
+class TransformersConfig(ModelBase):
+    """A pool entry with ``backend: transformers``: a model run in-process."""
+
+    backend: Literal["transformers"] = Field(description="transformers: run in-process.")
+    path: str = Field(
+        description="Hub id or directory; ./, ../ and ~ paths are relative to the pool file."
+    )
+    device: str = Field(default="cpu", description="Torch device, e.g. cpu or cuda:0.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="Weight dtype."
+    )
+    threads: int | None = Field(default=None, ge=1, description="Torch CPU threads.")
+
+    def identity(self) -> dict[str, Any]:
+        """Where the weights are and how they are loaded."""
+        return {"path": self.path, "dtype": self.dtype}
+
+    def relative_to(self, base_dir: Path | None) -> TransformersConfig:
+        """``./``, ``../`` and ``~`` paths made absolute (relative ones against ``base_dir``)."""
+        if not self.path.startswith(("./", "../", "~")):
+            return self
+        resolved = Path(self.path).expanduser()
+        if base_dir is not None and not resolved.is_absolute():
+            resolved = base_dir / resolved
+        return self.model_copy(update={"path": str(resolved.resolve())})
+
+    def build(self) -> TransformersBackend:
+        """The backend (the model loads on its first request)."""
+        return TransformersBackend(
+            self.name, self.path, device=self.device, dtype=self.dtype, threads=self.threads
+        )

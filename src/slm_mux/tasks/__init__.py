@@ -6,6 +6,7 @@ constructor that needs no arguments, and add it to ``_TASKS``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache, lru_cache
 
 from slm_mux.errors import InputError
@@ -30,13 +31,18 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
+def unknown_task(name: str, choices: Iterable[str]) -> InputError:
+    """The error for a task name that is not one of ``choices``."""
+    return InputError(f"unknown task {name!r}; choose from {', '.join(choices)}")
+
+
 @cache
 def get_task(name: str) -> Task:
     """The built-in task called ``name`` (one shared instance: tasks hold no state)."""
     try:
         return _TASKS[name]()
     except KeyError:
-        raise InputError(f"unknown task {name!r}; choose from {', '.join(task_names())}") from None
+        raise unknown_task(name, task_names()) from None
 
 
 @lru_cache(maxsize=1 << 16)
@@ -45,4 +51,4 @@ def graded(task: str, answer: str | None, reference: str) -> bool:
     return get_task(task).grade(answer, reference)
 
 
-__all__ = ["Message", "Question", "Task", "get_task", "graded", "task_names"]
+__all__ = ["Message", "Question", "Task", "get_task", "graded", "task_names", "unknown_task"]

@@ -30,6 +30,8 @@ from slm_mux.tasks.base import Message, Question, Task
 ProblemType = Literal["add", "sub", "mul"]
 PROBLEM_TYPES: tuple[ProblemType, ...] = ("add", "sub", "mul")
 MAX_OPERAND = 49
+MAX_QUESTIONS = 5_000
+"""The most questions :func:`generate_questions` draws per split (all are distinct)."""
 
 _EXPRESSION = re.compile(r"\d+(?:[+\-*]\d+)*")
 _STEP = re.compile(r"([+\-*])(\d+)")
@@ -111,8 +113,8 @@ def generate_questions(split: Split, n: int, seed: int = 0) -> list[Question]:
     """
     if split not in ("validation", "test"):
         raise InputError(f"unknown arith split {split!r}; choose validation or test")
-    if not 0 <= n <= 5_000:
-        raise InputError(f"arith question count {n} is outside 0..5000")
+    if not 0 <= n <= MAX_QUESTIONS:
+        raise InputError(f"arith question count {n} is outside 0..{MAX_QUESTIONS}")
     rng = random.Random(f"arith-{split}-{seed}")
     seen: set[str] = set()
     questions: list[Question] = []

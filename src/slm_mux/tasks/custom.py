@@ -5,9 +5,9 @@ Each line is one object::
     {"id": "q1", "question": "...", "reference": "...", "type": "math"}
 
 ``id`` defaults to a hash of the question text (so it names the question, not
-its position); ``type`` (``exact``, ``math``, ``gsm8k``
-or ``gpqa``) defaults to ``exact`` and must be the same on every line, as one
-task grades the whole set. ``choices`` lists the options of a ``gpqa``
+its position); ``type`` (``exact``, ``math``, ``gsm8k`` or ``gpqa``) defaults
+to ``exact`` and may differ from line to line: each question is prompted,
+graded and stored under its own type's task. ``choices`` lists the options of a ``gpqa``
 question, shown in the given order; its ``reference`` is the letter of the
 correct option or the option's text. Other keys are errors, so a misspelt key
 is never silently ignored.
@@ -15,25 +15,15 @@ is never silently ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from slm_mux.tasks import get_task
-from slm_mux.tasks.base import Question, Task, question_hash
+from slm_mux.tasks.base import Question, question_hash
 from slm_mux.tasks.data import Record, read_records, unique_ids
 from slm_mux.tasks.gpqa import LETTERS, GpqaTask, strip_letter_prefixes
 from slm_mux.tasks.gsm8k import Gsm8kTask, plain_decimal
 
 CUSTOM_TYPES = ("exact", "math", "gsm8k", "gpqa")
 _KEYS = ("id", "question", "reference", "type", "choices")
-
-
-@dataclass(frozen=True)
-class CustomData:
-    """The questions of a custom file and the task that grades them."""
-
-    questions: list[Question]
-    task: Task
 
 
 def _choices(record: Record, kind: str) -> tuple[str, ...]:
@@ -66,10 +56,13 @@ def _reference(record: Record, kind: str, choices: tuple[str, ...]) -> str:
     return reference
 
 
-def load_custom(path: str | Path) -> CustomData:
-    """Read a custom JSONL file; a malformed line raises :class:`FormatError`, nothing partial."""
+def load_custom(path: str | Path) -> list[tuple[str, Question]]:
+    """The ``(type, question)`` lines of a custom JSONL file, in file order.
+
+    A malformed line raises :class:`FormatError` naming the file and line; nothing partial.
+    """
     records = read_records(path)
-    set_kind: str | None = None
+    kinds = []
     questions = []
     for record in records:
         unknown = sorted(set(record.fields) - set(_KEYS))
@@ -78,14 +71,11 @@ def load_custom(path: str | Path) -> CustomData:
         kind = record.text("type") if "type" in record.fields else "exact"
         if kind not in CUSTOM_TYPES:
             raise record.error(f"unknown type {kind!r}; choose from {', '.join(CUSTOM_TYPES)}")
-        if set_kind is None:
-            set_kind = kind
-        elif kind != set_kind:
-            raise record.error(f"type {kind!r} differs from {set_kind!r} of the lines before")
         choices = _choices(record, kind)
         text = record.text("question")
         question_id = record.scalar("id") if "id" in record.fields else question_hash(text)
         reference = _reference(record, kind, choices)
+        kinds.append(kind)
         questions.append(Question(question_id, text, reference, choices))
-    assert set_kind is not None  # read_records never returns an empty list
-    return CustomData(unique_ids(questions, records, id_keys=("id",)), get_task(set_kind))
+    unique = unique_ids(questions, records, id_keys=("id",))
+    return list(zip(kinds, unique, strict=True))

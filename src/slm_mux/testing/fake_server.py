@@ -167,7 +167,8 @@ class FakeServer:
     """The fake server's ASGI app and what it has seen so far.
 
     ``requests`` holds every chat-completion request received, in arrival
-    order; ``max_in_flight`` is the most requests it was handling at once.
+    order; ``answered`` counts the completions (choices) it has answered with;
+    ``max_in_flight`` is the most requests it was handling at once.
     """
 
     def __init__(self, config: FakeServerConfig | None = None) -> None:
@@ -176,6 +177,7 @@ class FakeServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answered = 0
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -263,6 +265,7 @@ class FakeServer:
             _words(str(m.get("content", ""))) for m in messages if isinstance(m, dict)
         )
         completion_tokens = sum(_words(c["message"]["content"]) for c in choices)
+        self.answered += len(choices)
         return JSONResponse(
             {
                 "id": f"chatcmpl-fake-{self.request_count}",

@@ -1,0 +1,122 @@
+"""What every model entry of a pool file has, whatever its backend.
+
+Each backend's own entry (``backend: openai`` and its keys, ...) subclasses
+:class:`ModelBase` in the backend's module and builds the backend; the pool
+file (:mod:`slm_mux.pool`) picks the class by the ``backend`` key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slm_mux.backends.base import Backend, Price
+
+
+class Strict(BaseModel):
+    """A pool-file section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceConfig(Strict):
+    """A model's price, for cost accounting."""
+
+    input_per_million: float = Field(ge=0, description="US dollars per million prompt tokens.")
+    output_per_million: float = Field(ge=0, description="US dollars per million completion tokens.")
+
+    def price(self) -> Price:
+        """The backend-level :class:`~slm_mux.backends.base.Price`."""
+        return Price(self.input_per_million, self.output_per_million)
+
+
+class Defaults(Strict):
+    """Generation settings for every model that does not override them."""
+
+    temperature: float = Field(
+        default=0.3, ge=0, description="Sampling temperature (the paper uses 0.3)."
+    )
+    k: int = Field(
+        default=3,
+        ge=1,
+        description="Samples per model in one SLM-MUX vote (the paper's k, 3); also how many "
+        "samples a collection stores unless --samples says otherwise.",
+    )
+    max_tokens: int = Field(default=1024, ge=1, description="Most tokens a sample may generate.")
+    seed: int | None = Field(
+        default=0, description="Base sampling seed; null for unseeded sampling."
+    )
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """A model's effective generation settings (its overrides over the defaults)."""
+
+    temperature: float
+    k: int
+    max_tokens: int
+    seed: int | None
+
+
+class ModelBase(Strict, ABC):
+    """The keys every model entry has; subclasses add their backend's keys."""
+
+    name: str = Field(
+        min_length=1, description="The model's name in the pool, the store and reports."
+    )
+    backend: str = Field(description="Which backend runs it: openai, transformers or scripted.")
+    validation_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Tie-break accuracy; null to compute it from the store.",
+    )
+    price: PriceConfig | None = Field(
+        default=None, description="Token prices, for cost accounting."
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, description="Overrides defaults.temperature."
+    )
+    k: int | None = Field(default=None, ge=1, description="Overrides defaults.k.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Overrides defaults.max_tokens.")
+    seed: int | None = Field(default=None, description="Overrides defaults.seed.")
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What names the model's weights for :meth:`settings_hash` (never a secret)."""
+
+    @abstractmethod
+    def build(self) -> Backend:
+        """The backend (reads an API key from the environment, if the entry names one)."""
+
+    def relative_to(self, base_dir: Path | None) -> ModelBase:
+        """This entry with paths relative to the pool file made absolute (default: unchanged)."""
+        return self
+
+    def settings(self, defaults: Defaults) -> GenerationSettings:
+        """The effective temperature, k, max_tokens and seed."""
+        return GenerationSettings(
+            temperature=defaults.temperature if self.temperature is None else self.temperature,
+            k=defaults.k if self.k is None else self.k,
+            max_tokens=defaults.max_tokens if self.max_tokens is None else self.max_tokens,
+            seed=defaults.seed if self.seed is None else self.seed,
+        )
+
+    def settings_hash(self, defaults: Defaults) -> str:
+        """SHA-256 (hex) of what determines a sample's distribution.
+
+        Covers the backend kind, the model's :meth:`identity` and the
+        effective temperature, max_tokens and seed. It leaves out ``k`` (more
+        samples do not change earlier ones), the server address, limits and
+        headers, and never sees secrets.
+        """
+        settings = asdict(self.settings(defaults))
+        del settings["k"]
+        payload = {"backend": self.backend, **self.identity(), **settings}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,29 @@
+"""A mux member: one model's backend and the settings it is sampled with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slm_mux.backends.base import Backend, Price
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a mux: its backend and its generation settings.
+
+    ``k`` is the paper's k: how many samples the model contributes to one
+    SLM-MUX vote (and, unless told otherwise, how many a collection stores).
+    """
+
+    backend: Backend
+    k: int = 3
+    temperature: float = 0.3
+    max_tokens: int = 1024
+    seed: int | None = 0
+    settings_hash: str | None = None
+    price: Price | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name in the pool."""
+        return self.backend.name
