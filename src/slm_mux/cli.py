@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from slm_mux import __version__
 from slm_mux.errors import InputError, SlmMuxError
 from slm_mux.tasks import task_names
+from slm_mux.tasks.loading import question_set_names
 
 if TYPE_CHECKING:
     from slm_mux.store import Holding
@@ -34,6 +35,8 @@ MAX_SAMPLES = 1000
 MAX_TRIALS = 10_000
 MAX_MODELS = 1000
 MAX_LIMIT = 10_000_000
+MAX_ROUNDS = 100
+"""Upper bound of ``compare --rounds`` and ``--layers``."""
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit: every consumer (numpy, ``random``, torch, servers) takes them."""
 
@@ -65,15 +68,22 @@ def _weight(text: str) -> float:
     return value
 
 
-def _names(text: str) -> list[str]:
-    """An argparse type: comma-separated model names, none empty or repeated."""
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated model names, got {text!r}")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise argparse.ArgumentTypeError(f"model {repeated[0]!r} is named twice in {text!r}")
+def _comma_list(kind: str) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated ``kind`` names, none empty or repeated."""
+
+    def names(text: str) -> list[str]:
+        listed = [name.strip() for name in text.split(",")]
+        if not all(listed):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind} names, got {text!r}")
+        repeated = sorted({name for name in listed if listed.count(name) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(f"{kind} {repeated[0]!r} is named twice in {text!r}")
+        return listed
+
     return names
+
+
+_names = _comma_list("model")
 
 
 def _question(text: str) -> str:
@@ -192,6 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from slm_mux.store import Store
+    from slm_mux.tables import markdown_table
 
     with Store(args.store, create=False) as store:
         holdings = store.summary()
@@ -204,22 +215,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not holdings:
         print(f"{args.store}: empty")
         return 0
-    print("| task | split | model | questions | samples | no answer | accuracy | failed |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    for h in holdings:
-        accuracy = "-" if h.accuracy is None else f"{h.accuracy:.4f}"
-        print(
-            f"| {h.task} | {h.split} | {h.model} | {h.questions} | {h.samples} | "
-            f"{h.no_answer} | {accuracy} | {h.failed} |"
-        )
+    print(
+        markdown_table(
+            ["task", "split", "model", "questions", "samples", "no answer", "accuracy", "failed"],
+            [
+                [
+                    *(h.task, h.split, h.model, str(h.questions), str(h.samples)),
+                    *(str(h.no_answer), "-" if h.accuracy is None else f"{h.accuracy:.4f}"),
+                    str(h.failed),
+                ]
+                for h in holdings
+            ],
+            ("left", "left", "left", "right", "right", "right", "right", "right"),
+        ),
+        end="",
+    )
     if failures:
         print("\nFailed questions (retried by the next collect):\n")
-        print("| model | task | split | question | attempts | last error |")
-        print("|---|---|---|---|---:|---|")
-        for f in failures:
-            error = f.error.replace("|", "\\|").replace("\n", " ")
-            cells = (f.model, f.task, f.split, f.question_id, str(f.attempts), error)
-            print(f"| {' | '.join(cells)} |")
+        print(
+            markdown_table(
+                ["model", "task", "split", "question", "attempts", "last error"],
+                [
+                    [f.model, f.task, f.split, f.question_id, str(f.attempts), f.error]
+                    for f in failures
+                ],
+                ("left", "left", "left", "left", "right", "left"),
+            ),
+            end="",
+        )
     return 0
 
 
@@ -395,6 +418,63 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from slm_mux.compare import compare_pool
+    from slm_mux.comparison import method_names
+    from slm_mux.pool import load_pool
+    from slm_mux.tasks import get_task
+    from slm_mux.tasks.loading import load_question_set
+
+    pool = load_pool(args.pool)
+    test = load_question_set(args.task, args.data, split="test", limit=args.limit)
+    if len(test.by_task) != 1:
+        raise InputError(
+            f"{args.data}: compare runs one task at a time; this file mixes "
+            f"{', '.join(test.task_names)}"
+        )
+    ((task_name, questions),) = test.by_task.items()
+    validation = None
+    if args.validation_data is not None:
+        loaded = load_question_set(args.task, args.validation_data, split="validation")
+        validation = loaded.by_task.get(task_name)
+        if not validation:
+            raise InputError(f"{args.validation_data}: no questions of task {task_name!r}")
+    flags = {
+        "debate": {"rounds": args.rounds},
+        "moa": {"layers": args.layers, "aggregator": args.aggregator},
+        "mav": {
+            "candidates": args.candidates,
+            "aspects": None if args.aspects is None else tuple(args.aspects),
+            "generator": args.generator,
+        },
+    }
+    options = {
+        method: {key: value for key, value in given.items() if value is not None}
+        for method, given in flags.items()
+    }
+    comparison = compare_pool(
+        pool,
+        get_task(task_name),
+        questions,
+        store=args.store,
+        methods=args.methods or method_names(),
+        options=options,
+        k=args.k,
+        validation=validation,
+        show_progress=False if args.quiet else None,
+        log=sys.stderr,
+        warn=_warn,
+    )
+    if args.json:
+        _print_json(comparison.to_json())
+    else:
+        print(comparison.to_markdown(), end="")
+    if comparison.failed:
+        _warn("some calls failed; run the same command again to retry them")
+        return 3
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 _SEED = _integer(0, MAX_SEED)
@@ -418,12 +498,55 @@ def _task_flag(
     )
 
 
+def _task_list(text: str) -> list[str]:
+    """An argparse type: comma-separated known task names, none repeated."""
+    names = _comma_list("task")(text)
+    unknown = [name for name in names if name not in task_names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}"
+        )
+    return names
+
+
+def _method_list(text: str) -> list[str]:
+    """An argparse type: comma-separated ``compare`` method names, none repeated."""
+    from slm_mux.comparison import method_names
+
+    names = _comma_list("method")(text)
+    unknown = [name for name in names if name not in method_names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {unknown[0]!r}; choose from {', '.join(method_names())}"
+        )
+    return names
+
+
+def _aspect_list(text: str) -> list[str]:
+    """An argparse type: comma-separated mav aspect names, none repeated."""
+    from slm_mux.methods.prompts import ASPECTS
+
+    names = _comma_list("aspect")(text)
+    unknown = [name for name in names if name not in ASPECTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown aspect {unknown[0]!r}; choose from {', '.join(ASPECTS)}"
+        )
+    return names
+
+
 def _study_flags(parser: argparse.ArgumentParser, *, k: bool = True) -> None:
     parser.add_argument("--store", required=True, type=_store_file, help="SQLite sample store")
     parser.add_argument(
         "--models", type=_names, help="comma-separated model names (default: all in the store)"
     )
-    _task_flag(parser, task_names(), "task of the samples (needed when the store holds several)")
+    parser.add_argument(
+        "--task",
+        type=_task_list,
+        metavar="TASK[,TASK...]",
+        help="task(s) of the samples, evaluated together (needed when the store holds several): "
+        + ", ".join(task_names()),
+    )
     if k:
         parser.add_argument("--k", type=_SAMPLES, help="samples per model (default: all recorded)")
     parser.add_argument("--trials", type=_TRIALS, default=10, help="random draws (default 10)")
@@ -448,7 +571,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
 
 def _live_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
-    _task_flag(parser, [*task_names(), "custom"], "task", required=True)
+    _task_flag(parser, question_set_names(), "task", required=True)
     parser.add_argument(
         "--store", required=True, type=_store_file, help="SQLite sample store (created if missing)"
     )
@@ -566,6 +689,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--store", type=_store_file, help="store whose validation split breaks ties")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub = add("compare", cmd_compare, "run SLM-MUX, debate, moa, mav and baselines side by side")
+    sub.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
+    _task_flag(sub, question_set_names(), "task", required=True)
+    sub.add_argument("--data", help="test question file or dataset id (arith: generated)")
+    sub.add_argument(
+        "--store", required=True, type=_store_file, help="SQLite store of every call (resumable)"
+    )
+    sub.add_argument(
+        "--methods",
+        type=_method_list,
+        help="comma-separated methods (default: slm-mux,debate,moa,mav,agent-forest,sc,"
+        "single,oracle)",
+    )
+    sub.add_argument("--limit", type=_integer(1, MAX_LIMIT), help="only the first N questions")
+    sub.add_argument(
+        "--k", type=_SAMPLES, help="independent samples per model (default: the pool's k)"
+    )
+    sub.add_argument("--rounds", type=_integer(1, MAX_ROUNDS), help="debate rounds (default 2)")
+    sub.add_argument(
+        "--layers",
+        type=_integer(2, MAX_ROUNDS),
+        help="moa layers: proposer layers + the aggregator (default 3)",
+    )
+    sub.add_argument(
+        "--aggregator", help="moa aggregator model (default: best validation accuracy, else first)"
+    )
+    sub.add_argument("--candidates", type=_SAMPLES, help="mav candidate solutions (default 4)")
+    sub.add_argument(
+        "--aspects",
+        type=_aspect_list,
+        help="mav verification aspects, comma-separated (default: final-answer,steps)",
+    )
+    sub.add_argument(
+        "--generator", help="mav generator model (default: best validation accuracy, else first)"
+    )
+    sub.add_argument(
+        "--validation-data", help="validation question file, collected first for tie-breaks"
+    )
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 

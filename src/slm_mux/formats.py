@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
@@ -147,7 +147,46 @@ _Row = tuple[tuple[str, ...], tuple[object, ...]]
 
 def _jsonl_row(record: Any, path: str, lineno: int, default_task: str, origin: int) -> _Row:
     """The staged row (see :meth:`Staging.add_samples`) of one JSONL line; raises
-    :class:`FormatError` if malformed."""
+    :class:`FormatError` if malformed.
+
+    A record of the required keys (and ``task``) whose values all pass at a glance,
+    ASCII strings among them, is taken here; most lines of a large file are like
+    that. Any other goes through :func:`_checked_row`, which names the fault.
+    """
+    size = len(record) if type(record) is dict else 0
+    if size == len(_REQUIRED):
+        task = default_task
+    elif size == len(_REQUIRED) + 1 and type(task := record.get("task")) is str:
+        if task not in _TASK_NAMES:
+            return _checked_row(record, path, lineno, default_task, origin)
+    else:
+        return _checked_row(record, path, lineno, default_task, origin)
+    try:
+        model, question_id, split = record["model"], record["question_id"], record["split"]
+        reference, sample, answer = record["reference"], record["sample"], record["answer"]
+    except KeyError:
+        return _checked_row(record, path, lineno, default_task, origin)
+    if (
+        type(model) is str
+        and type(question_id) is str
+        and type(reference) is str
+        and (answer is None or (type(answer) is str and answer.isascii()))
+        and type(sample) is int
+        and 0 <= sample < _SQLITE_INTEGER_END
+        and split in SPLITS
+        and model.isascii()
+        and question_id.isascii()
+        and reference.isascii()
+        and model.strip() != ""
+        and question_id.strip() != ""
+    ):
+        return (), (model, task, split, question_id, reference, sample, answer, origin)
+    return _checked_row(record, path, lineno, default_task, origin)
+
+
+def _checked_row(record: Any, path: str, lineno: int, default_task: str, origin: int) -> _Row:
+    """The row of any JSONL record, every key and value checked; raises
+    :class:`FormatError` naming the first fault."""
     if type(record) is not dict:
         raise FormatError(path, lineno, _not_an_object(record))
     keys = record.keys()
@@ -169,11 +208,11 @@ def _jsonl_row(record: Any, path: str, lineno: int, default_task: str, origin: i
     required = (
         record["model"],
         task,
-        record["question_id"],
         record["split"],
+        record["question_id"],
+        record["reference"],
         record["sample"],
         record["answer"],
-        record["reference"],
     )
     if len(record) == len(_REQUIRED) + ("task" in record):
         return (), (*required, origin)
@@ -201,11 +240,14 @@ def stage_jsonl(
     base = staging.source(name)
     before = staging.read
 
+    given = [(2, "split", split), (0, "model", model)]
+    filters = [(index, key, wanted) for index, key, wanted in given if wanted is not None]
+
     def rows() -> Iterator[_Row]:
         for lineno, record in read_json_lines(path):
             row = _jsonl_row(record, name, lineno, default_task, base + lineno)
-            for index, key, wanted in ((3, "split", split), (0, "model", model)):
-                if wanted is not None and row[1][index] != wanted:
+            for index, key, wanted in filters:
+                if row[1][index] != wanted:
                     raise FormatError(
                         name, lineno, f"{key} {row[1][index]!r} is not {wanted!r} (--{key})"
                     )
@@ -377,11 +419,11 @@ def stage_authors(
             questions.append((question_id, question, reference, base + index))
             for number, entry in enumerate(entries):
                 answer, text = _authors_sample(name, f"{where}.samples[{number}]", entry)
-                required = (model_name, task, question_id, checked_split, number, answer)
+                required = (model_name, task, checked_split, question_id, reference, number, answer)
                 if text is None:
-                    yield (), (*required, reference, base + index)
+                    yield (), (*required, base + index)
                 else:
-                    yield ("text",), (*required, reference, text, base + index)
+                    yield ("text",), (*required, text, base + index)
 
     staging.add_samples(rows())
     staging.add_questions(task, checked_split, questions)
@@ -399,15 +441,39 @@ def read_authors(
         return staging.samples()
 
 
+def _is_document(raw: bytes) -> bool:
+    """Whether ``raw`` is one JSON document."""
+    try:
+        json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return False
+    return True
+
+
+def _more_follows(stream: BinaryIO) -> bool:
+    """Whether anything but whitespace is left to read from ``stream``."""
+    while chunk := stream.read(4096):
+        if chunk.strip():
+            return True
+    return False
+
+
 def detect_format(path: PathLike) -> Format:
     """The layout of ``path``, judged by content.
 
     ``"authors"`` for a file holding one JSON document that is an object with
     ``responses`` or an array (or a broken one starting with ``[``, so the
     error names its place); ``"jsonl"`` otherwise, e.g. several lines of arrays.
+    A first line that is a whole document with more after it is JSON Lines
+    without reading further.
     """
     with open_bytes(path) as stream:
-        text = stream.read().decode("utf-8", errors="replace").lstrip()
+        head = b""
+        while not head.strip() and (line := stream.readline()):
+            head += line
+        if _is_document(head) and _more_follows(stream):
+            return "jsonl"
+        text = (head + stream.read()).decode("utf-8", errors="replace").lstrip()
     if not text.startswith(("[", "{")):
         return "jsonl"
     try:

@@ -3,13 +3,17 @@
 Every reader of user files (samples, the authors' layout, question files)
 goes through here, so a missing file, a non-UTF-8 line or broken JSON reads
 the same everywhere: ``file:line: invalid JSON (reason, column c)``.
+
+JSON Lines are parsed by ``orjson`` when it is installed; a line it refuses
+is read again by the standard library, so values and errors are the same
+either way, only slower without it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any, BinaryIO
 
@@ -18,6 +22,14 @@ from slm_mux.errors import FormatError, InputError
 PathLike = str | os.PathLike[str]
 
 _TOO_LONG = "a number too long to read"
+
+_fast_loads: Callable[[bytes], Any] | None
+try:
+    import orjson
+
+    _fast_loads = orjson.loads
+except ImportError:
+    _fast_loads = None
 
 
 def open_bytes(path: PathLike) -> BinaryIO:
@@ -71,22 +83,37 @@ def _lines_of_block(text: str, path: PathLike, first: int) -> Iterator[tuple[int
     end_of_text = len(text)
     position, number = 0, first
     while position < end_of_text:
+        stop = text.find("\n", position)
+        if stop < 0:
+            stop = end_of_text
         if text[position] == "{":
             try:
                 value, end = _scan(text, position)
             except (StopIteration, ValueError):
                 end = -1
-            one_line = end > 0 and text.find("\n", position, end) < 0
-            if one_line and (end == end_of_text or text[end] == "\n"):
+            if end == stop:  # the object is the whole line
                 yield number, value
-                position, number = end + 1, number + 1
+                position, number = stop + 1, number + 1
                 continue
-        newline = text.find("\n", position)
-        stop = end_of_text if newline < 0 else newline
         line = text[position:stop]
         if line.strip():
             yield number, _parse(line, path, number)
         position, number = stop + 1, number + 1
+
+
+def _lines_of_bytes(block: bytes, path: PathLike, first: int) -> Iterator[tuple[int, Any]]:
+    """:func:`_lines_of_block` of ``block`` decoded, each line parsed by ``orjson`` first."""
+    if _fast_loads is None:
+        yield from _lines_of_block(_decode(block, path, first), path, first)
+        return
+    _decode(block, path, first)  # the first bad byte is named before any bad line, as without
+    for number, line in enumerate(block.split(b"\n"), first):
+        try:
+            value = _fast_loads(line)
+        except ValueError:  # blank, or refused: the standard library reads it or names the fault
+            yield from _lines_of_block(line.decode("utf-8"), path, number)
+            continue
+        yield number, value
 
 
 def read_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
@@ -100,10 +127,10 @@ def read_json_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
             block = carry + block
             cut = block.rfind(b"\n") + 1
             block, carry = block[:cut], block[cut:]
-            yield from _lines_of_block(_decode(block, path, first), path, first)
+            yield from _lines_of_bytes(block, path, first)
             first += block.count(b"\n")
         if carry:
-            yield from _lines_of_block(_decode(carry, path, first), path, first)
+            yield from _lines_of_bytes(carry, path, first)
 
 
 def starts_with(path: PathLike, character: str) -> bool:

@@ -43,16 +43,18 @@ def majority(codes: ArrayLike) -> tuple[IntArray, IntArray]:
     """
     arr = np.asarray(codes, dtype=np.int64)
     lead, n = arr.shape[:-1], arr.shape[-1]
+    top = int(arr.max()) if arr.size else NO_VOTE
+    if top < 0:
+        return np.full(lead, NO_VOTE, dtype=np.int64), np.zeros(lead, dtype=np.int64)
     flat = arr.reshape(-1, n)
     rows = flat.shape[0]
-    valid = flat >= 0
-    if n == 0 or rows == 0 or not valid.any():
-        return np.full(lead, NO_VOTE, dtype=np.int64), np.zeros(lead, dtype=np.int64)
-    width = int(flat.max()) + 1
-    safe = np.where(valid, flat, 0)
-    offsets = (np.arange(rows, dtype=np.int64) * width)[:, None]
-    counts = np.bincount((safe + offsets)[valid], minlength=rows * width).reshape(rows, width)
-    count_at = np.where(valid, np.take_along_axis(counts, safe, axis=1), 0)
+    # One bin per (row, code) and one per row for no vote, emptied before counts are read.
+    width = top + 2
+    bins = np.where(flat >= 0, flat, top + 1)
+    bins += np.arange(0, rows * width, width)[:, None]
+    counts = np.bincount(bins.ravel(), minlength=rows * width)
+    counts[top + 1 :: width] = 0
+    count_at = counts[bins]
     first = count_at.argmax(axis=1)  # argmax returns the first maximum: the earliest sample
     index = np.arange(rows)
     count = count_at[index, first]

@@ -8,6 +8,11 @@ Tables:
 - ``questions``: question text and reference per (task, split, question_id),
   for reports; an id is never stored for two different questions;
 - ``failures``: questions whose collection failed, with the last error;
+- ``calls``: every model call of a live comparison (``slm-mux compare``), keyed
+  by (method, config_hash, task, split, question_id, step, model), with its
+  prompt messages and reply texts (JSON), tokens, latency and requests sent;
+- ``method_runs``: per compared method and question set, the accumulated wall
+  time of the runs that sent requests and the latest result (JSON);
 - ``schema_version``: one integer, :data:`SCHEMA_VERSION`; an older store is
   upgraded by the numbered :data:`_MIGRATIONS` when opened for writing.
 
@@ -26,6 +31,7 @@ in one transaction, or nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
@@ -38,18 +44,49 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
 from slm_mux.columns import SampleColumns
 from slm_mux.errors import InputError, StoreError
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.tasks import graded
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the table layout this code reads and writes."""
 
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's transaction to finish."""
+
+_CALL_TABLES = (
+    """CREATE TABLE IF NOT EXISTS calls (
+        method TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        task TEXT NOT NULL,
+        split TEXT NOT NULL,
+        question_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        model TEXT NOT NULL,
+        n INTEGER NOT NULL CHECK (n >= 1),
+        messages TEXT NOT NULL,
+        replies TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency_s REAL NOT NULL,
+        requests INTEGER NOT NULL CHECK (requests >= 1),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (method, config_hash, task, split, question_id, step, model)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS method_runs (
+        method TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        task TEXT NOT NULL,
+        split TEXT NOT NULL,
+        questions_hash TEXT NOT NULL,
+        wall_s REAL NOT NULL DEFAULT 0,
+        result TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (method, config_hash, task, split, questions_hash)
+    ) WITHOUT ROWID""",
+)
+"""The tables of live comparisons (schema version 3; a migration may meet them made)."""
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -89,6 +126,7 @@ _SCHEMA = (
         last_at TEXT NOT NULL,
         PRIMARY KEY (model, task, split, question_id)
     ) WITHOUT ROWID""",
+    *_CALL_TABLES,
 )
 
 _COLUMNS = tuple(field.name for field in fields(Sample))
@@ -99,11 +137,10 @@ _INSERT_SAMPLE = (
     "ON CONFLICT DO NOTHING"
 )
 _KEY = ("model", "task", "split", "question_id", "sample")
-REQUIRED_COLUMNS = ("model", "task", "question_id", "split", "sample", "answer", "reference")
+REQUIRED_COLUMNS = ("model", "task", "split", "question_id", "reference", "sample", "answer")
 """The :class:`Sample` columns every staged row gives, in this order."""
 _BATCH = 50_000
 """Staged rows bound per ``executemany``."""
-_QUESTION = ("task", "split", "question_id")
 
 _Filter = str | Sequence[str] | None
 
@@ -267,6 +304,67 @@ class ImportReport:
     first_regraded: str | None
 
 
+@dataclass(frozen=True)
+class RecordedCall:
+    """One recorded model call of a live comparison (a row of the ``calls`` table).
+
+    ``step`` names the call within its question's transcript (``"round2"``,
+    ``"aggregate"``, ...); ``messages`` is the prompt, ``replies`` the ``n``
+    reply texts; tokens are the sums the servers reported (``None`` when
+    unknown) and ``requests`` the responses received for the call.
+    """
+
+    method: str
+    config_hash: str
+    task: str
+    split: str
+    question_id: str
+    step: str
+    model: str
+    n: int
+    messages: list[dict[str, str]]
+    replies: list[str]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    requests: int
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """A compared method on one question set: its config, accumulated wall time, result.
+
+    ``result`` is the JSON of the method's latest table row (``None`` until
+    its first run finished).
+    """
+
+    method: str
+    config_hash: str
+    task: str
+    split: str
+    questions_hash: str
+    wall_s: float
+    result: dict[str, Any] | None
+    updated_at: str
+
+
+_CallKey = tuple[str, str, str]
+"""A recorded call within a method configuration: (question_id, step, model)."""
+RunKey = tuple[str, str, str, str, str]
+"""A method run: (method, config_hash, task, split, questions_hash)."""
+_CALL_FIELDS = tuple(field.name for field in fields(RecordedCall))
+_CALL_COLUMNS = ", ".join(_CALL_FIELDS)
+_RUN_MATCH = "method = ? AND config_hash = ? AND task = ? AND split = ? AND questions_hash = ?"
+
+
+def _call_from_row(row: Sequence[Any]) -> RecordedCall:
+    values = dict(zip(_CALL_FIELDS, row, strict=True))
+    values["messages"] = json.loads(values["messages"])
+    values["replies"] = json.loads(values["replies"])
+    return RecordedCall(**values)
+
+
 def _where(**conditions: _Filter) -> tuple[str, list[str]]:
     """A ``WHERE`` clause: a string matches its column exactly, a sequence is ``IN``."""
     clauses: list[str] = []
@@ -315,8 +413,43 @@ def _regrade(conn: _Connection) -> None:
     )
 
 
-_MIGRATIONS: dict[int, Callable[[_Connection], None]] = {1: _regrade}
+def _add_call_tables(conn: _Connection) -> None:
+    """Migration 2 -> 3: the tables of live comparisons."""
+    for statement in _CALL_TABLES:
+        conn.execute(statement)
+
+
+_MIGRATIONS: dict[int, Callable[[_Connection], None]] = {1: _regrade, 2: _add_call_tables}
 """Migration ``n`` turns a version ``n`` store into version ``n + 1``."""
+
+
+_STAGED_FROM = {"model": "l", "task": "l", "question_id": "l", "split": "l", "reference": "r"}
+_STAGED_COLUMNS = ", ".join(f"{_STAGED_FROM.get(column, 's')}.{column}" for column in _COLUMNS)
+_STAGING_SCHEMA = (
+    "PRAGMA journal_mode = OFF",
+    "PRAGMA synchronous = OFF",
+    "PRAGMA cache_size = -131072",  # 128 MiB
+    "CREATE TABLE slots (id INTEGER PRIMARY KEY, model, task, split, question_id)",
+    "CREATE TABLE refs (id INTEGER PRIMARY KEY, task, split, question_id, reference, origin)",
+    f"CREATE TABLE samples (slot INTEGER, sample INTEGER, ref INTEGER, given, "
+    f"{', '.join(c for c in _COLUMNS if c not in _STAGED_FROM and c != 'sample')}, "
+    "origin INTEGER)",
+    "CREATE TABLE repeats (slot INTEGER, sample INTEGER, answer, origin INTEGER)",
+    "CREATE INDEX repeat_keys ON repeats (slot, sample)",
+    "CREATE TABLE questions (task, split, question_id, text, reference, origin)",
+    f"CREATE VIEW staged AS SELECT {_STAGED_COLUMNS}, s.given, s.origin "
+    "FROM samples s JOIN slots l ON l.id = s.slot JOIN refs r ON r.id = s.ref",
+)
+"""The staging file: samples name their (model, task, split, question) slot and their
+reference by number; the view ``staged`` gives them back with every :class:`Sample` column.
+A sample whose key was staged before goes to ``repeats``, for :meth:`Staging.check`."""
+
+_SEEN_BITS = 1 << 10
+"""Sample numbers below this are noted as bits of one integer per slot; others in a set."""
+
+_Group = tuple[int, int, dict[str | None, bool | None]]
+"""A staged (model, task, split, question, reference): slot, reference number, and the
+verdicts of the answers met so far."""
 
 
 class Staging:
@@ -327,26 +460,38 @@ class Staging:
     came from (``origin``: the file's number and a line or response index), so
     every conflict names ``file:line``. A key staged twice with the same answer
     is kept once; with another answer :meth:`check` refuses it.
+
+    Names and references are staged once each and samples refer to them by
+    number, so a sample binds few values. What stays in memory grows with the
+    questions and their distinct answers: the slots, the references (a question
+    id given two references is found here), the question texts, the verdicts,
+    and per slot one bit for each sample number staged (a set entry for numbers
+    from 1024), which finds a key staged twice without an index.
     """
 
     def __init__(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="slm-mux-import-")
         self.path = Path(self._folder.name) / "staging.db"
         self._conn = _connect(self.path, self.path.as_uri())
-        self._conn.execute("PRAGMA journal_mode = OFF")
-        self._conn.execute("PRAGMA synchronous = OFF")
-        self._conn.execute("PRAGMA cache_size = -131072")  # 128 MiB
-        columns = ", ".join(_COLUMNS)
-        self._conn.execute(
-            f"CREATE TABLE samples ({columns}, given, origin, clash_origin, clash_answer, "
-            f"PRIMARY KEY ({', '.join(_KEY)})) WITHOUT ROWID"
-        )
-        self._conn.execute(
-            "CREATE TABLE questions (task, split, question_id, text, reference, origin, "
-            "clash_origin, clash_text, PRIMARY KEY (task, split, question_id)) WITHOUT ROWID"
-        )
+        for statement in _STAGING_SCHEMA:
+            self._conn.execute(statement)
         self._sources: list[tuple[str, str]] = []
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._slots: dict[tuple[str, ...], int] = {}
+        self._references: dict[tuple[str, ...], int] = {}
+        self._verdicts: list[dict[str | None, bool | None]] = []
+        self._first_reference: dict[tuple[str, ...], tuple[str, int]] = {}
+        self._texts: dict[tuple[str, ...], tuple[str, int]] = {}
+        self._new_slots: list[tuple[object, ...]] = []
+        self._new_references: list[tuple[object, ...]] = []
+        self._clashes: dict[str, tuple[int, str]] = {}
+        self._seen: list[int] = []
+        self._seen_far: set[tuple[int, int]] = set()
+        self._repeats: list[tuple[int, int, str | None, int]] = []
+        self._repeated = 0
         self.read = 0
+        self.regraded = 0
+        self.first_regraded: str | None = None
 
     def source(self, name: str, unit: str = "line") -> int:
         """Register a file; returns the base of its origins (add a line or response index).
@@ -362,7 +507,7 @@ class Staging:
         position = origin & 0xFFFFFFFF
         return f"{name}:{position}" if unit == "line" else f"{name}: responses[{position}]"
 
-    def add_samples(self, rows: Iterable[tuple[tuple[str, ...], tuple[object, ...]]]) -> None:
+    def add_samples(self, rows: Iterable[tuple[tuple[str, ...], tuple[Any, ...]]]) -> None:
         """Stage samples in one transaction, graded.
 
         A row is (the optional :class:`Sample` columns it gives, its values): the
@@ -370,100 +515,187 @@ class Staging:
         imported ``correct`` among them), then the origin. Only given values are
         bound, which is most of the time an import takes.
         """
-        batches: dict[tuple[str, ...], list[tuple[object, ...]]] = {}
+        groups, seen, seen_far, bits = self._groups, self._seen, self._seen_far, _SEEN_BITS
+        plain: list[tuple[object, ...]] = []
+        batches: dict[tuple[str, ...], list[tuple[object, ...]]] = {(): plain}
+        key: tuple[Any, ...] = ()
         self._conn.execute("BEGIN")
         try:
             for optional, values in rows:
-                batch = batches.setdefault(optional, [])
-                batch.append((*values, verdict(values[1], values[5], values[6])))  # type: ignore[arg-type]
+                head = values[:5]
+                if head != key:  # the samples of one model and question mostly come together
+                    key = head
+                    slot, ref, verdicts = groups.get(key) or self._group(values)
+                number, answer = values[5], values[6]
+                if number < bits:
+                    bit = 1 << number
+                    if seen[slot] & bit:
+                        self._repeat(slot, number, answer, values[-1])
+                        continue
+                    seen[slot] |= bit
+                elif (slot, number) in seen_far:
+                    self._repeat(slot, number, answer, values[-1])
+                    continue
+                else:
+                    seen_far.add((slot, number))
+                try:
+                    correct = verdicts[answer]
+                except KeyError:
+                    correct = verdicts[answer] = verdict(values[1], answer, values[4])
+                if optional:
+                    self._note_given(optional, values, correct)
+                    batch = batches.setdefault(optional, [])
+                    batch.append((slot, number, ref, answer, correct, *values[7:]))
+                else:
+                    batch = plain
+                    plain.append((slot, number, ref, answer, correct, values[7]))
                 if len(batch) >= _BATCH:
                     self._insert(optional, batch)
             for optional, batch in batches.items():
                 self._insert(optional, batch)
+            self._insert_repeats()
+            self._stage_names()
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
+    def _group(self, values: tuple[Any, ...]) -> _Group:
+        """Register the slot and reference of a row whose (model, task, split, question,
+        reference) is new."""
+        model, task, split, question_id, reference = key = values[:5]
+        slot_key = (model, task, split, question_id)
+        slot = self._slots.get(slot_key)
+        if slot is None:
+            slot = self._slots[slot_key] = len(self._slots)
+            self._new_slots.append((slot, *slot_key))
+            self._seen.append(0)
+        ref = self._reference((task, split, question_id), reference, values[-1])
+        group = self._groups[key] = (slot, ref, self._verdicts[ref])
+        return group
+
+    def _reference(self, question: tuple[str, str, str], reference: str, origin: int) -> int:
+        """The number of ``question``'s ``reference``; notes a reference that differs
+        from the question's first one (ignoring surrounding whitespace)."""
+        key = (*question, reference)
+        ref = self._references.get(key)
+        if ref is None:
+            ref = self._references[key] = len(self._references)
+            self._verdicts.append({})
+            self._new_references.append((ref, *key, origin))
+            first, first_origin = self._first_reference.setdefault(question, (reference, origin))
+            if first.strip() != reference.strip():
+                task, split, question_id = question
+                self._clash(
+                    "reference",
+                    origin,
+                    f"question {question_id!r} ({task}, {split}) has reference "
+                    f"{_shown(reference)}, but {_shown(first)} at {self.where(first_origin)}; "
+                    "a question id names one question",
+                )
+        return ref
+
+    def _clash(self, kind: str, origin: int, message: str) -> None:
+        """Note a contradiction of ``kind`` at ``origin``; :meth:`check` raises the first."""
+        self._clashes.setdefault(kind, (origin, message))
+
+    def _stage_names(self) -> None:
+        """Write the slots and references registered since the last call."""
+        self._conn.executemany("INSERT INTO slots VALUES (?, ?, ?, ?, ?)", self._new_slots)
+        self._conn.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?, ?)", self._new_references)
+        self._new_slots.clear()
+        self._new_references.clear()
+
     def _insert(self, optional: tuple[str, ...], batch: list[tuple[object, ...]]) -> None:
         """Stage and empty one batch of rows that give the same ``optional`` columns."""
-        names = [*REQUIRED_COLUMNS, *("given" if n == "correct" else n for n in optional)]
-        names += ["origin", "correct"]
+        self.read += len(batch)
+        names = ["slot", "sample", "ref", "answer", "correct"]
+        names += ["given" if name == "correct" else name for name in optional]
+        names.append("origin")
         self._conn.executemany(
-            f"INSERT INTO samples ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            "ON CONFLICT DO UPDATE SET clash_origin = excluded.origin, "
-            "clash_answer = excluded.answer "
-            "WHERE samples.clash_origin IS NULL AND samples.answer IS NOT excluded.answer",
+            f"INSERT INTO samples ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
             batch,
         )
-        self.read += len(batch)
         batch.clear()
+
+    def _repeat(self, slot: int, number: int, answer: str | None, origin: int) -> None:
+        """Note a sample whose key was staged before, for :meth:`check` to compare."""
+        self._repeats.append((slot, number, answer, origin))
+        self._repeated += 1
+        self.read += 1
+        if len(self._repeats) >= _BATCH:
+            self._insert_repeats()
+
+    def _insert_repeats(self) -> None:
+        """Stage and empty the noted repeats."""
+        self._conn.executemany("INSERT INTO repeats VALUES (?, ?, ?, ?)", self._repeats)
+        self._repeats.clear()
+
+    def _note_given(
+        self, optional: tuple[str, ...], values: tuple[Any, ...], correct: object
+    ) -> None:
+        """Count an imported ``correct`` that the grader's verdict contradicts."""
+        if "correct" in optional and values[7 + optional.index("correct")] is not correct:
+            self.regraded += 1
+            if self.first_regraded is None:
+                self.first_regraded = self.where(values[-1])
 
     def add_questions(
         self, task: str, split: str, rows: Iterable[tuple[str, str, str, int]]
     ) -> None:
         """Stage (question_id, text, reference, origin) of questions with a text."""
+        new: list[tuple[object, ...]] = []
+        for question_id, text, reference, origin in rows:
+            question = (task, split, question_id)
+            self._reference(question, reference, origin)
+            known = self._texts.get(question)
+            if known is None:
+                self._texts[question] = (text, origin)
+                new.append((*question, text, reference, origin))
+            elif known[0].strip() != text.strip():
+                self._clash(
+                    "text",
+                    origin,
+                    f"question {question_id!r} ({task}, {split}) has text {_shown(text)}, "
+                    f"but {_shown(known[0])} at {self.where(known[1])}",
+                )
         self._conn.execute("BEGIN")
-        self._conn.executemany(
-            "INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) "
-            "ON CONFLICT DO UPDATE SET clash_origin = excluded.origin, clash_text = excluded.text "
-            "WHERE questions.clash_origin IS NULL "
-            "AND strip(questions.text) != strip(excluded.text)",
-            ((task, split, qid, text, reference, origin) for qid, text, reference, origin in rows),
-        )
+        self._conn.executemany("INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?)", new)
+        self._stage_names()
         self._conn.execute("COMMIT")
 
     def samples(self) -> list[Sample]:
         """The staged samples in the order first read, graded."""
-        rows = self._conn.execute(f"SELECT {_SAMPLE_COLUMNS} FROM samples ORDER BY origin")
+        rows = self._conn.execute(f"SELECT {_SAMPLE_COLUMNS} FROM staged ORDER BY origin, sample")
         return [_sample_from_row(row) for row in rows]
+
+    def count(self) -> int:
+        """Number of distinct samples staged."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
     def check(self) -> None:
         """Raise :class:`InputError` at the first record that contradicts an earlier one:
-        a sample with another answer, or a question id with another reference or text."""
-        row = self._conn.execute(
-            "SELECT model, task, split, question_id, sample, answer, origin, clash_answer, "
-            "clash_origin FROM samples WHERE clash_origin IS NOT NULL "
-            "ORDER BY clash_origin LIMIT 1"
-        ).fetchone()
-        if row is not None:
+        a sample with another answer, or a question id with another text or reference."""
+        row = (
+            self._repeated
+            and self._conn.execute(
+                "SELECT l.model, l.task, l.split, l.question_id, s.sample, s.answer, s.origin, "
+                "r.answer, r.origin FROM repeats r JOIN samples s USING (slot, sample) "
+                "JOIN slots l ON l.id = s.slot "
+                "WHERE s.answer IS NOT r.answer ORDER BY r.origin LIMIT 1"
+            ).fetchone()
+        )
+        if row:
             model, task, split, qid, number, answer, origin, clash_answer, clash = row
             raise InputError(
                 f"{self.where(clash)}: sample {number} of {model!r} on question {qid!r} "
                 f"({task}, {split}) has answer {_shown(clash_answer)}, but "
                 f"{_shown(answer)} at {self.where(origin)}"
             )
-        row = self._conn.execute(
-            "SELECT task, split, question_id, text, origin, clash_text, clash_origin "
-            "FROM questions WHERE clash_origin IS NOT NULL ORDER BY clash_origin LIMIT 1"
-        ).fetchone()
-        if row is not None:
-            task, split, qid, text, origin, clash_text, clash = row
-            raise InputError(
-                f"{self.where(clash)}: question {qid!r} ({task}, {split}) has text "
-                f"{_shown(clash_text)}, but {_shown(text)} at {self.where(origin)}"
-            )
-        self._conn.execute("DROP TABLE IF EXISTS refs")
-        self._conn.execute(
-            "CREATE TABLE refs AS SELECT task, split, question_id, reference, "
-            "MIN(origin) AS origin FROM (SELECT task, split, question_id, reference, origin "
-            "FROM samples UNION ALL SELECT task, split, question_id, reference, origin "
-            "FROM questions) GROUP BY task, split, question_id, reference"
-        )
-        self._conn.execute("CREATE INDEX refs_question ON refs (task, split, question_id)")
-        row = self._conn.execute(
-            "SELECT a.task, a.split, a.question_id, a.reference, a.origin, b.reference, b.origin "
-            "FROM refs a JOIN refs b USING (task, split, question_id) "
-            "WHERE a.origin < b.origin AND strip(a.reference) != strip(b.reference) "
-            "ORDER BY b.origin LIMIT 1"
-        ).fetchone()
-        if row is not None:
-            task, split, qid, first, origin, other, clash = row
-            raise InputError(
-                f"{self.where(clash)}: question {qid!r} ({task}, {split}) has reference "
-                f"{_shown(other)}, but {_shown(first)} at {self.where(origin)}; "
-                "a question id names one question"
-            )
+        for kind in ("text", "reference"):
+            if kind in self._clashes:
+                origin, message = self._clashes[kind]
+                raise InputError(f"{self.where(origin)}: {message}")
 
     def close(self) -> None:
         """Close and delete the staging file."""
@@ -663,19 +895,32 @@ class Store:
         try:
             with self._write():
                 self._check_staged(staging)
-                conflicts = self._answer_conflicts(staging, first_only=not replace)
-                if conflicts and not replace:
-                    raise StoreError(conflicts[0])
-                return self._insert_staged(staging, replace, len(conflicts))
+                stored, differing = self._conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(n.answer IS NOT s.answer), 0) "
+                    f"FROM staging.staged n JOIN main.samples s USING ({', '.join(_KEY)}) "
+                    "WHERE EXISTS (SELECT * FROM main.samples)"  # skips the join into a new store
+                ).fetchone()
+                if differing and not replace:
+                    raise StoreError(self._answer_conflict(staging))
+                return self._insert_staged(staging, replace, stored, differing)
         finally:
             self._conn.execute("DETACH DATABASE staging")
 
     def _check_staged(self, staging: Staging) -> None:
-        """Raise at the first staged reference or question text the store contradicts."""
+        """Raise at the first staged reference or question text the store contradicts.
+
+        Stored samples are looked up by key prefix, model by model (the models
+        found by a loose index scan), so the check reads the stored samples of
+        the staged questions only.
+        """
         row = self._conn.execute(
+            "WITH RECURSIVE models (model) AS (SELECT MIN(model) FROM main.samples "
+            "UNION ALL SELECT (SELECT MIN(model) FROM main.samples WHERE model > models.model) "
+            "FROM models WHERE model IS NOT NULL) "
             "SELECT r.task, r.split, r.question_id, r.reference, r.origin, s.reference "
-            "FROM main.samples s CROSS JOIN staging.refs r "
-            "ON r.task = s.task AND r.split = s.split AND r.question_id = s.question_id "
+            "FROM staging.refs r CROSS JOIN models m CROSS JOIN main.samples s "
+            "ON s.model = m.model AND s.task = r.task AND s.split = r.split "
+            "AND s.question_id = r.question_id "
             "WHERE r.reference != s.reference AND strip(r.reference) != strip(s.reference) "
             "UNION ALL SELECT r.task, r.split, r.question_id, r.reference, r.origin, q.reference "
             "FROM staging.refs r JOIN main.questions q USING (task, split, question_id) "
@@ -701,50 +946,50 @@ class Store:
                 "use another --store"
             )
 
-    def _answer_conflicts(self, staging: Staging, *, first_only: bool) -> list[str]:
-        """One line per staged sample whose stored sample has another answer (in file order)."""
-        rows = self._conn.execute(
+    def _answer_conflict(self, staging: Staging) -> str:
+        """The line naming the first staged sample (in file order) stored with another answer."""
+        model, task, split, qid, number, answer, stored, origin = self._conn.execute(
             "SELECT n.model, n.task, n.split, n.question_id, n.sample, n.answer, s.answer, "
-            "n.origin FROM staging.samples n JOIN main.samples s "
-            f"USING ({', '.join(_KEY)}) WHERE n.answer IS NOT s.answer ORDER BY n.origin"
-            + (" LIMIT 1" if first_only else "")
-        )
-        return [
+            "n.origin FROM staging.staged n JOIN main.samples s "
+            f"USING ({', '.join(_KEY)}) WHERE n.answer IS NOT s.answer "
+            "ORDER BY n.origin, n.sample LIMIT 1"
+        ).fetchone()
+        return (
             f"{staging.where(origin)}: sample {number} of {model!r} on question {qid!r} "
             f"({task}, {split}) is stored with answer {_shown(stored)}, this file says "
             f"{_shown(answer)}; nothing imported (--replace overwrites)"
-            for model, task, split, qid, number, answer, stored, origin in rows
-        ]
+        )
 
-    def _insert_staged(self, staging: Staging, replace: bool, replaced: int) -> ImportReport:
+    def _insert_staged(
+        self, staging: Staging, replace: bool, stored: int, differing: int
+    ) -> ImportReport:
+        """Write the staged samples (``stored`` of them are already stored under their key,
+        ``differing`` of those with another answer) and questions."""
         before = self._conn.total_changes
-        update = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in _KEY)
-        on_conflict = (
-            f"UPDATE SET {update} WHERE samples.answer IS NOT excluded.answer"
-            if replace
-            else "NOTHING"
-        )
-        stamped = _SAMPLE_COLUMNS.replace("created_at", "coalesce(created_at, ?)")
-        self._conn.execute(
-            f"INSERT INTO main.samples ({_SAMPLE_COLUMNS}) "
-            f"SELECT {stamped} FROM staging.samples WHERE true ON CONFLICT DO {on_conflict}",
-            (utc_now(),),
-        )
+        if stored < staging.count() or (replace and differing):
+            update = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in _KEY)
+            on_conflict = (
+                f"UPDATE SET {update} WHERE samples.answer IS NOT excluded.answer"
+                if replace
+                else "NOTHING"
+            )
+            stamped = _SAMPLE_COLUMNS.replace("created_at", "coalesce(created_at, ?)")
+            self._conn.execute(
+                f"INSERT INTO main.samples ({_SAMPLE_COLUMNS}) "
+                f"SELECT {stamped} FROM staging.staged WHERE true ON CONFLICT DO {on_conflict}",
+                (utc_now(),),
+            )
         changed = self._conn.total_changes - before
         self._conn.execute(
             "INSERT INTO main.questions SELECT task, split, question_id, text, reference "
             "FROM staging.questions WHERE true ON CONFLICT DO NOTHING"
         )
-        regraded, first = self._conn.execute(
-            "SELECT COUNT(*), MIN(origin) FROM staging.samples "
-            "WHERE given IS NOT NULL AND given IS NOT correct"
-        ).fetchone()
         return ImportReport(
             read=staging.read,
-            new=changed - replaced,
-            replaced=replaced,
-            regraded=int(regraded),
-            first_regraded=None if first is None else staging.where(first),
+            new=changed - differing,
+            replaced=differing,
+            regraded=staging.regraded,
+            first_regraded=staging.first_regraded,
         )
 
     def samples(
@@ -923,52 +1168,94 @@ class Store:
     # Arrays
 
     def sample_columns(
-        self, split: str, tasks: Sequence[str], *, models: Sequence[str] | None = None
-    ) -> SampleColumns:
-        """The samples of ``split`` and ``tasks`` (and ``models``) as columns, for analysis.
+        self, splits: Sequence[str], tasks: Sequence[str] | None = None
+    ) -> dict[str, SampleColumns]:
+        """The samples of ``tasks`` (default: all) in each of ``splits`` as columns, for analysis.
 
-        One query groups the samples by (model, task, question, answer), so rows
-        are distinct answers, not samples; sample numbers come back as one
-        comma-joined list per row and are parsed by numpy.
+        One query reads one row per (model, task, split, question) in the table's
+        key order, with the row's sample numbers and answers in the same order.
+        The unary ``+`` in the filters keeps SQLite scanning in key order instead
+        of sorting for the ``GROUP BY``.
         """
-        where, params = _where(split=split, task=list(tasks), model=models)
+        clauses = [f"+split IN ({', '.join('?' * len(splits))})"]
+        if tasks is not None:
+            clauses.append(f"+task IN ({', '.join('?' * len(tasks))})")
         rows = self._conn.execute(
-            "SELECT model, task, question_id, answer, min(reference), count(*), "
-            f"group_concat(sample) FROM samples {where} GROUP BY model, task, question_id, answer",
-            params,
+            "SELECT split, model, task, question_id, min(reference), group_concat(sample), "
+            f"json_group_array(answer) FROM samples WHERE {' AND '.join(clauses)} "
+            "GROUP BY model, task, split, question_id",
+            [*splits, *(tasks or ())],
         ).fetchall()
-        model_ids: dict[str, int] = {}
-        question_ids: dict[tuple[str, str], int] = {}
-        references: list[str] = []
-        pair_ids: dict[tuple[int, str | None], int] = {}
-        pair_question: list[int] = []
-        row_model, row_pair, counts, numbers = [], [], [], []
-        for model, task, question_id, answer, reference, count, sample_list in rows:
-            q = question_ids.setdefault((task, question_id), len(question_ids))
-            if q == len(references):
-                references.append(reference)
-            p = pair_ids.setdefault((q, answer), len(pair_ids))
-            if p == len(pair_question):
-                pair_question.append(q)
-            row_model.append(model_ids.setdefault(model, len(model_ids)))
-            row_pair.append(p)
-            counts.append(count)
-            numbers.append(sample_list)
-        repeats = np.array(counts, dtype=np.int64)
-        samples = (
-            np.fromstring(",".join(numbers), dtype=np.int64, sep=",")
-            if numbers
-            else np.zeros(0, dtype=np.int64)
+        return {
+            split: SampleColumns.from_cells(split, (row[1:] for row in rows if row[0] == split))
+            for split in splits
+        }
+
+    # Calls
+
+    def calls(
+        self, method: str, config_hash: str, task: str, split: str
+    ) -> dict[_CallKey, RecordedCall]:
+        """The recorded calls of one method configuration, by (question_id, step, model)."""
+        rows = self._conn.execute(
+            f"SELECT {_CALL_COLUMNS} FROM calls "
+            "WHERE method = ? AND config_hash = ? AND task = ? AND split = ?",
+            (method, config_hash, task, split),
         )
-        return SampleColumns(
-            split=split,
-            models=list(model_ids),
-            question_ids=[question_id for _, question_id in question_ids],
-            tasks=[task for task, _ in question_ids],
-            references=references,
-            answers=[answer for _, answer in pair_ids],
-            pair_question=np.array(pair_question, dtype=np.int64),
-            model=np.repeat(np.array(row_model, dtype=np.int64), repeats),
-            pair=np.repeat(np.array(row_pair, dtype=np.int64), repeats),
-            sample=samples,
+        calls = (_call_from_row(row) for row in rows)
+        return {(c.question_id, c.step, c.model): c for c in calls}
+
+    def add_call(self, call: RecordedCall) -> None:
+        """Record ``call``, stamped now; a call already recorded under its key stays."""
+        values = [getattr(call, name) for name in _CALL_FIELDS]
+        values[_CALL_FIELDS.index("messages")] = json.dumps(call.messages)
+        values[_CALL_FIELDS.index("replies")] = json.dumps(call.replies)
+        values[-1] = call.created_at or utc_now()
+        with self._write():
+            self._conn.execute(
+                f"INSERT INTO calls ({_CALL_COLUMNS}) "
+                f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT DO NOTHING",
+                values,
+            )
+
+    def add_method_wall(self, key: RunKey, seconds: float) -> float:
+        """Add ``seconds`` to the wall time of a method run; returns the accumulated total."""
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO method_runs (method, config_hash, task, split, questions_hash, "
+                "wall_s, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET wall_s = wall_s + excluded.wall_s, updated_at = excluded.updated_at "
+                "WHERE excluded.wall_s > 0",
+                (*key, seconds, utc_now()),
+            )
+            (total,) = self._conn.execute(
+                f"SELECT wall_s FROM method_runs WHERE {_RUN_MATCH}", key
+            ).fetchone()
+        return float(total)
+
+    def save_method_result(self, key: RunKey, result: dict[str, Any]) -> None:
+        """Keep ``result`` as the latest result of a method run (unchanged rows stay as
+        they are, ``updated_at`` included)."""
+        text = json.dumps(result, sort_keys=True)
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO method_runs (method, config_hash, task, split, questions_hash, "
+                "result, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET result = excluded.result, updated_at = excluded.updated_at "
+                "WHERE result IS NOT excluded.result",
+                (*key, text, utc_now()),
+            )
+
+    def method_runs(self, *, task: _Filter = None) -> list[MethodRun]:
+        """Stored method runs with a result, oldest update first."""
+        where, params = _where(task=task)
+        rows = self._conn.execute(
+            "SELECT method, config_hash, task, split, questions_hash, wall_s, result, "
+            f"updated_at FROM method_runs {where} {'AND' if where else 'WHERE'} "
+            "result IS NOT NULL ORDER BY updated_at, method",
+            params,
         )
+        return [
+            MethodRun(method, config, name, split, questions, wall, json.loads(result), at)
+            for method, config, name, split, questions, wall, result, at in rows
+        ]

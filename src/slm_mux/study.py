@@ -27,6 +27,7 @@ from slm_mux.analysis import (
     write_report,
 )
 from slm_mux.columns import SampleColumns
+from slm_mux.comparison import Comparison, comparisons_of
 from slm_mux.errors import InputError, StoreError
 from slm_mux.store import Store
 
@@ -71,13 +72,12 @@ class Study:
         keeps only those questions.
         """
         with Store(store, create=False) as db:
-            tasks = _tasks(db, task)
-            known = db.models()
-            test_columns = db.sample_columns("test", tasks)
-            validation_columns = db.sample_columns("validation", tasks)
+            tasks, columns = _load(db, task, ("test", "validation"))
+            known = db.models() if models is not None else []
             texts = {
                 qid: text for name in tasks for qid, text in db.question_texts(name, "test").items()
             }
+        test_columns, validation_columns = columns["test"], columns["validation"]
         label = ",".join(tasks)
         if not len(test_columns.model):
             raise StoreError(f"{store}: no samples in split 'test' for task {label!r}")
@@ -168,6 +168,11 @@ class Study:
             found=found,
         )
 
+    def comparisons(self) -> list[Comparison]:
+        """The live comparisons (``slm-mux compare``) stored for the study's tasks."""
+        with Store(self.store, create=False) as db:
+            return comparisons_of(db.method_runs(task=self.task.split(",")))
+
     def report(
         self,
         out_dir: Path,
@@ -199,6 +204,7 @@ class Study:
             plots=plots,
             title=title or f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
             question_texts=self.question_texts,
+            comparisons=self.comparisons(),
         )
         return Report(evaluation, found, scaling, [*plots, md_path, html_path])
 
@@ -224,32 +230,44 @@ def stored_validation_accuracy(
     ``task`` is read as in :meth:`Study.open` (one task, or several).
     """
     with Store(store, create=False) as db:
-        tasks = _tasks(db, task)
-        columns = db.sample_columns("validation", tasks)
+        tasks, loaded = _load(db, task, ("validation",))
+    columns = loaded["validation"]
     arrays = _validation_arrays(store, ",".join(tasks), columns, columns.models, warn, None)
     return {} if arrays is None else validation_accuracy(arrays)
 
 
-def _tasks(db: Store, task: str | Sequence[str] | None) -> list[str]:
-    """The tasks asked for (comma-separated or a sequence), checked; the only one by default."""
-    stored = db.tasks()
+def _load(
+    db: Store, task: str | Sequence[str] | None, splits: Sequence[str]
+) -> tuple[list[str], dict[str, SampleColumns]]:
+    """The tasks asked for (comma-separated or a sequence), checked, and their samples of
+    ``splits``; by default the only task those splits hold (the store's, when they hold none).
+
+    One query reads the samples; the store's list of tasks is read only for an error.
+    """
+    names = None
+    if task is not None:
+        names = [t.strip() for t in task.split(",")] if isinstance(task, str) else list(task)
+        if not names or not all(names):
+            raise InputError(f"empty task name in {task!r}")
+        names = sorted(set(names))
+    columns = db.sample_columns(splits, names)
+    loaded = sorted({name for split in columns.values() for name in split.tasks})
+    missing = [name for name in names or () if name not in loaded]
+    stored = db.tasks() if missing or not loaded else loaded
     if not stored:
         raise StoreError(f"{db.path}: the store is empty; import or collect samples first")
-    if task is None:
+    if names is None:
         if len(stored) > 1:
             raise InputError(
                 f"{db.path} holds several tasks ({', '.join(stored)}); choose one with --task"
             )
-        return stored
-    names = [t.strip() for t in task.split(",")] if isinstance(task, str) else list(task)
-    if not names or not all(names):
-        raise InputError(f"empty task name in {task!r}")
-    for name in names:
+        return stored, columns
+    for name in missing:
         if name not in stored:
             raise InputError(
                 f"{db.path} has no samples of task {name!r} (has: {', '.join(stored)})"
             )
-    return sorted(set(names))
+    return names, columns
 
 
 def _validation_arrays(

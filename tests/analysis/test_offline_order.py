@@ -111,10 +111,11 @@ def test_store_read_path_equals_the_in_memory_arrays(tmp_path: Path) -> None:
     store = tmp_path / "ragged.db"
     with Store(store) as db:
         db.add(samples)
+    with Store(store, create=False) as db:
+        columns = db.sample_columns(("test", "validation"), ["exact"])
     for split in ("test", "validation"):
         memory = SampleArrays.from_samples(samples, split=split)
-        with Store(store, create=False) as db:
-            stored = SampleArrays.from_columns(db.sample_columns(split, ["exact"]))
+        stored = SampleArrays.from_columns(columns[split])
         assert stored.models == memory.models and stored.question_ids == memory.question_ids
         np.testing.assert_array_equal(stored.codes, memory.codes)
         np.testing.assert_array_equal(stored.recorded, memory.recorded)

@@ -169,11 +169,11 @@ BAD_POOLS = [
     ),
     (
         {"models": [{**OPENAI, "backend": "vllm"}]},
-        "models[0].backend: unknown backend 'vllm'; choose from openai, transformers, scripted",
+        "models[0].backend: unknown backend 'vllm'; choose from openai, scripted, transformers",
     ),
     (
         {"models": [{"name": "q", "base_url": "http://h/v1"}]},
-        "models[0].backend: missing key; choose from openai, transformers, scripted",
+        "models[0].backend: missing key; choose from openai, scripted, transformers",
     ),
     ({"models": [{**OPENAI, "script": {}}]}, "models[0].script: not used by backend 'openai'"),
     ({"models": [{**OPENAI, "headers": []}]}, "models[0].headers: Input should be a valid dict"),

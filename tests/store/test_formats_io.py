@@ -167,7 +167,7 @@ BAD_LINES = [
 
 @pytest.mark.parametrize(("bad", "reason"), BAD_LINES)
 def test_malformed_jsonl_is_rejected_whole(
-    tmp_path: Path, store: Store, bad: str, reason: str
+    tmp_path: Path, store: Store, bad: str, reason: str, parser: str
 ) -> None:
     path = write_lines(tmp_path / "bad.jsonl", [line(), line(sample=1), bad, line(sample=2)])
     with pytest.raises(InputError) as caught:

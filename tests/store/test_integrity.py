@@ -15,7 +15,7 @@ import pytest
 from slm_mux.cli import main
 from slm_mux.errors import StoreError
 from slm_mux.sample import Sample
-from slm_mux.store import Store
+from slm_mux.store import SCHEMA_VERSION, Store
 
 
 def record(**fields: Any) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def test_an_old_store_is_regraded_by_its_migration(tmp_path: Path) -> None:
     with Store(db) as store:
         assert [s.correct for s in store.samples()] == [False]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,8 +23,10 @@ U64 = NDArray[np.uint64]
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
+_LAST = np.uint64(2**64 - 1)
 
 
+@lru_cache(maxsize=1 << 16)
 def stable_hash(text: str) -> int:
     """A 64-bit hash of ``text`` that is the same in every process (BLAKE2b)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
@@ -56,10 +59,26 @@ def slot_keys(base: U64, *, seed: int, trial: int, width: int) -> U64:
 
 
 def draw(keys: U64, recorded: NDArray[np.int64], k: int) -> NDArray[np.int64]:
-    """Slots of the ``k`` smallest keys among each row's ``recorded`` first slots, sorted."""
+    """Slots of the ``k`` smallest keys among each row's ``recorded`` first slots, sorted.
+
+    Each key's lowest bits are replaced by its slot number and the rows sorted:
+    the first ``k`` slots are those of the ``k`` smallest keys unless the ``k``-th
+    and the next key agree in all the other bits (odds of about ``width / 2**60``
+    per row), in which case the full keys are sorted instead.
+    """
     width = keys.shape[-1]
-    keys = np.where(np.arange(width) < recorded[..., None], keys, np.uint64(2**64 - 1))
     if k == width:
         return np.broadcast_to(np.arange(width), keys.shape).copy()
-    chosen = np.argpartition(keys, k - 1, axis=-1)[..., :k]
-    return np.sort(chosen, axis=-1)
+    slots = np.arange(width, dtype=np.uint64)
+    if (recorded < width).any():
+        keys = np.where(slots < recorded[..., None], keys, _LAST)
+    low = np.uint64((1 << (width - 1).bit_length()) - 1)
+    packed = keys & ~low
+    packed |= slots
+    packed.sort(axis=-1)
+    if ((packed[..., k - 1] ^ packed[..., k]) <= low).any():
+        chosen = np.argsort(keys, axis=-1)[..., :k]
+    else:
+        chosen = (packed[..., :k] & low).astype(np.int64)
+    chosen.sort(axis=-1)
+    return chosen

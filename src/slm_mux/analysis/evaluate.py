@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from slm_mux.analysis.arrays import IntArray, SampleArrays
+from slm_mux.analysis.arrays import BoolArray, IntArray, SampleArrays
 from slm_mux.analysis.draws import bases, draw, slot_keys
 from slm_mux.errors import InputError
 from slm_mux.selection import Selection, majority, select, tie_break_rank
@@ -207,18 +207,22 @@ def evaluate(
     fixed = bool((test.recorded == k).all())
     runs = 1 if fixed else trials
     base = bases(test.models, test.question_ids)
+    # Drawn slots become indices into the flattened arrays: one gather per array.
+    cells = np.arange(0, n_models * n_questions * width, width).reshape(n_models, n_questions, 1)
+    all_codes, all_correct = test.codes.ravel(), test.sample_correct.ravel()
     scores = np.empty((runs, 2 * n_models + 3))
     share = np.zeros(n_models + 1)
     first_trial: list[Outcome] = []
     for trial in range(runs):
         if fixed:
-            drawn = np.broadcast_to(np.arange(k), (n_models, n_questions, k))
+            drawn = np.arange(k)
         else:
             keys = slot_keys(base, seed=seed, trial=trial, width=width)
             drawn = draw(keys, test.recorded, k)
-        codes = np.take_along_axis(test.codes, drawn, axis=2)
+        index = cells + drawn
+        codes = all_codes[index]
         chosen = select(codes, k=k, rank=rank)
-        scores[trial] = _scores(test, codes, drawn, chosen)
+        scores[trial] = _scores(test, codes, all_correct[index], chosen)
         share += np.bincount(chosen.model + 1, minlength=n_models + 1) / n_questions
         if trial == 0:
             first_trial = _outcomes(test, chosen)
@@ -242,13 +246,14 @@ def evaluate(
 
 
 def _scores(
-    test: SampleArrays, codes: IntArray, drawn: IntArray, chosen: Selection
+    test: SampleArrays, codes: IntArray, correct: BoolArray, chosen: Selection
 ) -> NDArray[np.float64]:
-    """One trial's accuracy per method, in :func:`methods_of` order."""
+    """One trial's accuracy per method, in :func:`methods_of` order, from the drawn
+    ``codes`` and whether each drawn sample is ``correct``."""
     n_models, n_questions, k = codes.shape
     vote_correct = test.is_correct(chosen.votes)
     pooled, _ = majority(codes.transpose(1, 0, 2).reshape(n_questions, n_models * k))
-    single = np.take_along_axis(test.sample_correct, drawn, axis=2).mean(axis=(1, 2))
+    single = correct.mean(axis=(1, 2))
     return np.concatenate(
         [
             [test.is_correct(chosen.code).mean(), test.is_correct(pooled).mean()],
@@ -261,17 +266,22 @@ def _scores(
 
 def _outcomes(test: SampleArrays, chosen: Selection) -> list[Outcome]:
     """SLM-MUX's choice on each question."""
-    correct = test.is_correct(chosen.code)
-    outcomes = []
-    for q, question_id in enumerate(test.question_ids):
-        model, code = int(chosen.model[q]), int(chosen.code[q])
-        outcomes.append(
-            Outcome(
-                question_id=question_id,
-                model=test.models[model] if model >= 0 else None,
-                answer=test.answers[q][code] if code >= 0 else None,
-                confidence=float(chosen.confidence[q]),
-                correct=bool(correct[q]),
-            )
+    rows = zip(
+        test.question_ids,
+        test.answers,
+        chosen.model.tolist(),
+        chosen.code.tolist(),
+        chosen.confidence.tolist(),
+        test.is_correct(chosen.code).tolist(),
+        strict=True,
+    )
+    return [
+        Outcome(
+            question_id=question_id,
+            model=test.models[model] if model >= 0 else None,
+            answer=answers[code] if code >= 0 else None,
+            confidence=confidence,
+            correct=correct,
         )
-    return outcomes
+        for question_id, answers, model, code, confidence, correct in rows
+    ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
+from slm_mux.comparison import Comparison
 from slm_mux.tables import markdown_cell, markdown_table
 
 _CSS = """
@@ -54,14 +55,20 @@ def write_report(
     plots: Sequence[Path] = (),
     title: str = "SLM-MUX report",
     question_texts: Mapping[str, str] | None = None,
+    comparisons: Sequence[Comparison] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths.
 
     ``question_texts`` (by question id), when known, are shown beside each
-    question's outcome, cut to :data:`QUESTION_CHARS` characters.
+    question's outcome, cut to :data:`QUESTION_CHARS` characters. Each of
+    ``comparisons`` (``slm-mux compare`` results) gets a "Live comparison" section.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = _sections(evaluation, search, scaling, plots, question_texts or {})
+    # Before the per-question table, which is always last.
+    sections[-1:-1] = [
+        _Section("Live comparison", c.note(), c.header, c.rows()) for c in comparisons
+    ]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(_markdown(title, sections, out_dir), encoding="utf-8")
     html_path.write_text(_html(title, sections), encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slm_mux.analysis.arrays import SampleArrays, fewest_samples, validation_accuracy
 from slm_mux.analysis.evaluate import (
@@ -18,6 +18,9 @@ from slm_mux.analysis.evaluate import (
 from slm_mux.analysis.search import SearchResult, search
 from slm_mux.errors import InputError
 from slm_mux.tables import markdown_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -203,10 +206,18 @@ def _check_reused(found: SearchResult, *, k: int | None, lam: float, sizes: int)
 
 
 def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
-    """PNG plots of both sweeps in ``out_dir``: accuracy vs k, and vs number of models."""
+    """PNG plots of both sweeps in ``out_dir``: accuracy vs k, and vs number of models.
+
+    Both are drawn on one matplotlib figure, without pyplot (imported only here).
+    """
+    from matplotlib.figure import Figure
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(6, 4))
+    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)
     by_k = out_dir / "accuracy_vs_k.png"
     _plot(
+        figure,
         by_k,
         [p.k for p in scaling.by_samples],
         {
@@ -219,6 +230,7 @@ def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
     )
     by_models = out_dir / "accuracy_vs_models.png"
     _plot(
+        figure,
         by_models,
         [p.size for p in scaling.by_models],
         {
@@ -232,21 +244,21 @@ def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
 
 
 def _plot(
-    path: Path, x: list[int], series: dict[str, list[float]], *, xlabel: str, title: str
+    figure: Figure,
+    path: Path,
+    x: list[int],
+    series: dict[str, list[float]],
+    *,
+    xlabel: str,
+    title: str,
 ) -> None:
-    """One line per series against integer ``x``, saved as PNG (matplotlib imported lazily)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
+    """One line per series against integer ``x`` on a cleared ``figure``, saved as PNG."""
+    figure.clear()
+    axes = figure.add_subplot()
     for (label, values), marker in zip(series.items(), cycle("os^D")):
         axes.plot(x, values, marker=marker, label=label)
     axes.set(xlabel=xlabel, ylabel="test accuracy", title=title)
     axes.set_xticks(x)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)

@@ -168,7 +168,9 @@ class FakeServer:
 
     ``requests`` holds every chat-completion request received, in arrival
     order; ``answered`` counts the completions (choices) it has answered with;
-    ``max_in_flight`` is the most requests it was handling at once.
+    ``responses`` the successful responses (a faulty one is not counted), and
+    ``prompt_tokens``/``completion_tokens`` the sums of their reported
+    ``usage``; ``max_in_flight`` is the most requests it was handling at once.
     """
 
     def __init__(self, config: FakeServerConfig | None = None) -> None:
@@ -178,6 +180,9 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.answered = 0
+        self.responses = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
@@ -266,6 +271,9 @@ class FakeServer:
         )
         completion_tokens = sum(_words(c["message"]["content"]) for c in choices)
         self.answered += len(choices)
+        self.responses += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         return JSONResponse(
             {
                 "id": f"chatcmpl-fake-{self.request_count}",

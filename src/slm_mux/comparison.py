@@ -1,0 +1,227 @@
+"""The results of a live comparison (``slm-mux compare``): one table for terminal, JSON, report.
+
+Per method: accuracy and its standard error, the requests actually sent (one per
+response received), the prompt and completion tokens the servers reported, the wall
+time of the runs that sent requests, the questions on which some call failed, and, for
+debate and moa, the groupthink counts. ``slm-mux``, ``agent-forest``, ``sc``,
+``single`` and ``oracle`` are computed from one shared set of independent samples, so
+they show that sampling's calls, tokens and wall time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slm_mux.store import MethodRun
+from slm_mux.tables import Align, markdown_table
+
+SHARED = "independent"
+"""The name under which the shared independent samples are recorded."""
+
+SHARED_METHODS = ("slm-mux", "agent-forest", "sc", "single", "oracle")
+"""The methods computed from the shared independent samples."""
+
+
+def method_names() -> list[str]:
+    """Every method ``compare`` runs, in table order."""
+    from slm_mux.methods import method_names as discussion
+
+    return [SHARED_METHODS[0], *discussion(), *SHARED_METHODS[1:]]
+
+
+@dataclass(frozen=True)
+class Groupthink:
+    """Debate/moa outcomes against their first round's majority, in questions.
+
+    ``lost``: the first-round majority was correct, the final answer wrong;
+    ``gained``: the reverse; ``correct_present_lost``: some first-round answer was
+    correct, the final answer wrong.
+    """
+
+    lost: int
+    gained: int
+    correct_present_lost: int
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's row of the table.
+
+    ``model`` names the single model of ``sc`` and ``single``; ``shared`` is
+    :data:`SHARED` for the methods computed from the shared samples.
+    """
+
+    method: str
+    questions: int
+    correct: int
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+    failed: int
+    model: str | None = None
+    shared: str | None = None
+    groupthink: Groupthink | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """Share of questions answered correctly."""
+        return self.correct / self.questions if self.questions else 0.0
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of :attr:`accuracy`: ``sqrt(p (1 - p) / n)``."""
+        p = self.accuracy
+        return math.sqrt(p * (1 - p) / self.questions) if self.questions else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON (what ``--json`` prints under the method's name)."""
+        data: dict[str, Any] = {
+            "accuracy": self.accuracy,
+            "stderr": self.stderr,
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "wall_s": round(self.wall_s, 3),
+            "questions": self.questions,
+            "correct": self.correct,
+            "failed_questions": self.failed,
+        }
+        if self.model is not None:
+            data["model"] = self.model
+        if self.shared is not None:
+            data["shared"] = self.shared
+        if self.groupthink is not None:
+            data["groupthink"] = {
+                "lost": self.groupthink.lost,
+                "gained": self.groupthink.gained,
+                "correct_present_lost": self.groupthink.correct_present_lost,
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, method: str, data: dict[str, Any]) -> MethodResult:
+        """The row :meth:`to_json` wrote."""
+        groupthink = data.get("groupthink")
+        return cls(
+            method=method,
+            questions=data["questions"],
+            correct=data["correct"],
+            calls=data["calls"],
+            prompt_tokens=data["prompt_tokens"],
+            completion_tokens=data["completion_tokens"],
+            wall_s=data["wall_s"],
+            failed=data["failed_questions"],
+            model=data.get("model"),
+            shared=data.get("shared"),
+            groupthink=Groupthink(**groupthink) if groupthink is not None else None,
+        )
+
+
+_HEADER = (
+    "method",
+    "accuracy",
+    "stderr",
+    "calls",
+    "prompt tokens",
+    "completion tokens",
+    "wall s",
+    "groupthink lost / gained / correct lost",
+    "failed",
+)
+_RIGHT: Align = "right"
+_ALIGN: tuple[Align, ...] = ("left", *[_RIGHT] * (len(_HEADER) - 1))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every compared method's result on one question set of one task and split."""
+
+    task: str
+    split: str
+    questions: int
+    methods: dict[str, MethodResult]
+
+    @property
+    def failed(self) -> bool:
+        """Whether some call failed on some question (a re-run retries it)."""
+        return any(result.failed for result in self.methods.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"task", "split", "questions": n, "methods": {name: row}}``."""
+        return {
+            "task": self.task,
+            "split": self.split,
+            "questions": self.questions,
+            "methods": {name: result.to_json() for name, result in self.methods.items()},
+        }
+
+    def note(self) -> str:
+        """What the table shows, in one paragraph."""
+        shared = [name for name in self.methods if name in SHARED_METHODS]
+        text = (
+            f"{self.task} ({self.split}), {self.questions} questions. Calls are requests "
+            "actually sent (responses received); tokens as the servers reported them; wall "
+            "time of the runs that sent requests."
+        )
+        if shared:
+            text += (
+                f" {', '.join(shared)} share one set of independent samples: their calls, "
+                "tokens and wall time are those of that sampling."
+            )
+        return text
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The table's rows, one per method, under :data:`header`."""
+        return [_row(result) for result in self.methods.values()]
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        """The table's column names."""
+        return _HEADER
+
+    def to_markdown(self) -> str:
+        """The table in Markdown, then the note."""
+        return markdown_table(_HEADER, self.rows(), _ALIGN) + "\n" + self.note() + "\n"
+
+
+def _row(result: MethodResult) -> tuple[str, ...]:
+    name = result.method if result.model is None else f"{result.method} ({result.model})"
+    groupthink = result.groupthink
+    return (
+        name,
+        f"{result.accuracy:.4f}",
+        f"{result.stderr:.4f}",
+        str(result.calls),
+        str(result.prompt_tokens),
+        str(result.completion_tokens),
+        f"{result.wall_s:.2f}",
+        "-"
+        if groupthink is None
+        else f"{groupthink.lost} / {groupthink.gained} / {groupthink.correct_present_lost}",
+        str(result.failed),
+    )
+
+
+def comparisons_of(runs: Sequence[MethodRun]) -> list[Comparison]:
+    """The stored comparisons, one per (task, split, question set), in order of first run.
+
+    ``runs`` come oldest first (:meth:`~slm_mux.store.Store.method_runs`); each
+    method shows its latest result on the question set, methods in table order.
+    """
+    groups: dict[tuple[str, str, str], dict[str, MethodResult]] = {}
+    for run in runs:
+        if run.result is None:
+            continue
+        group = groups.setdefault((run.task, run.split, run.questions_hash), {})
+        group[run.method] = MethodResult.from_json(run.method, run.result)
+    order = {name: i for i, name in enumerate(method_names())}
+    comparisons = []
+    for (task, split, _), results in groups.items():
+        chosen = sorted(results.values(), key=lambda r: order.get(r.method, len(order)))
+        questions = chosen[0].questions
+        comparisons.append(Comparison(task, split, questions, {r.method: r for r in chosen}))
+    return comparisons
