@@ -29,19 +29,19 @@ import argparse
 import asyncio
 import json
 import math
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from fake_server_process import free_port, start_server
+
 from slm_mux.backends.openai_compat import OpenAICompatibleBackend
 from slm_mux.compare import compare
 from slm_mux.comparison import SHARED
-from slm_mux.members import Member
+from slm_mux.members import Member, close_members
 from slm_mux.methods import DebateSettings, MoASettings
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
@@ -50,26 +50,6 @@ MODELS = ("m1", "m2", "m3")
 PHASES = (SHARED, "debate", "moa", "mav")
 """The phases timed: the shared independent sampling (run as ``slm-mux``), then each
 discussion method."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int, latency: float) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "slm_mux.testing", "--port", str(port), "--latency", str(latency)]
-    server = subprocess.Popen(argv)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the fake server did not start")
 
 
 def server_requests(base_url: str) -> int:
@@ -136,7 +116,7 @@ def run_phase(
                     show_progress=False,
                 )
         finally:
-            await asyncio.gather(*(m.backend.aclose() for m in pool))
+            await close_members(pool)
         return table.methods[name].calls
 
     cpu, wall = time.process_time(), time.perf_counter()

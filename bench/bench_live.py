@@ -18,9 +18,6 @@ import asyncio
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,39 +25,15 @@ from pathlib import Path
 
 import httpx
 import openai
+from fake_server_process import free_port, start_server
 
 from slm_mux.backends.openai_compat import OpenAICompatibleBackend
 from slm_mux.collect import collect
-from slm_mux.members import Member
+from slm_mux.members import Member, close_members
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
 
 MODELS = ("m1", "m2", "m3")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int, latency: float, honour_n: bool) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable, "-m", "slm_mux.testing",
-        "--port", str(port), "--latency", str(latency),
-    ]  # fmt: skip
-    if not honour_n:
-        argv.append("--ignore-n")
-    server = subprocess.Popen(argv)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the fake server did not start")
 
 
 def server_cpu(pid: int) -> float:
@@ -118,7 +91,7 @@ async def run_once(base_url: str, questions: int, k: int, concurrency: int) -> d
         report = await collect(members, task, items, split="test", store=store)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         stored = store.count()
-    await asyncio.gather(*(m.backend.aclose() for m in members))
+    await close_members(members)
     assert report.complete and stored == len(MODELS) * questions * k
     return {"wall": wall, "cpu": cpu, "samples": stored}
 
@@ -141,7 +114,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for honour_n in (True, False):
         port = free_port()
-        server = start_server(port, args.latency, honour_n)
+        server = start_server(port, args.latency, honour_n=honour_n)
         base_url = f"http://127.0.0.1:{port}/v1"
         try:
             bare = asyncio.run(

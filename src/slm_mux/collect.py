@@ -42,7 +42,7 @@ from rich.text import Text
 from slm_mux.backends.base import Batch, Price
 from slm_mux.engine import sample_stream
 from slm_mux.errors import BackendError, InputError
-from slm_mux.members import Member
+from slm_mux.members import Member, close_members
 from slm_mux.pool import Pool, members_of
 from slm_mux.sample import Sample, Split
 from slm_mux.store import Store
@@ -347,6 +347,6 @@ def collect_pool(
                     log=log,
                 )
         finally:
-            await asyncio.gather(*(m.backend.aclose() for m in members))
+            await close_members(members)
 
     return asyncio.run(run())

@@ -35,7 +35,7 @@ from slm_mux.collect import collect_splits, progress_display
 from slm_mux.comparison import SHARED, SHARED_METHODS, Comparison, Groupthink, MethodResult
 from slm_mux.engine import sample_seed
 from slm_mux.errors import BackendError, InputError, StoreError
-from slm_mux.members import Member
+from slm_mux.members import Member, close_members
 from slm_mux.methods import (
     METHODS,
     Call,
@@ -500,6 +500,6 @@ def compare_pool(
                     log=log,
                 )
         finally:
-            await asyncio.gather(*(m.backend.aclose() for m in members))
+            await close_members(members)
 
     return asyncio.run(run())

@@ -18,7 +18,7 @@ from typing import Any
 
 from slm_mux.backends.base import Batch, Completion, GenerationRequest, gather_stream
 from slm_mux.errors import BackendError, InputError, SlmMuxError
-from slm_mux.members import Member
+from slm_mux.members import Member, close_members
 from slm_mux.selection import decide
 from slm_mux.tasks import Question, Task, get_task
 
@@ -192,7 +192,7 @@ class Mux:
 
     async def aclose(self) -> None:
         """Release the backends' connections and models (async code)."""
-        await asyncio.gather(*(m.backend.aclose() for m in self.members))
+        await close_members(self.members)
 
     def close(self) -> None:
         """Release what the synchronous :meth:`ask` opened."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from slm_mux.backends.base import Backend, Price
@@ -27,3 +29,8 @@ class Member:
     def name(self) -> str:
         """The model's name in the pool."""
         return self.backend.name
+
+
+async def close_members(members: Iterable[Member]) -> None:
+    """Release every member's backend (connections, threads, loaded weights) at once."""
+    await asyncio.gather(*(member.backend.aclose() for member in members))

@@ -43,5 +43,21 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+def numeric_right(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[Align]:
+    """Right alignment for the columns whose every cell is a number (``12``, ``0.5``, ``3 %``)."""
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell.replace(",", "").removesuffix("%").strip())
+        except ValueError:
+            return False
+        return True
+
+    return [
+        "right" if rows and all(numeric(row[c]) for row in rows) else "left"
+        for c in range(len(header))
+    ]
+
+
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(markdown_cell(cell) for cell in cells) + " |"

@@ -98,3 +98,41 @@ def test_missing_local_extra_is_an_input_error() -> None:
         require_local_extra("x", ("torch", "slm_mux_no_such_module"))
     assert str(caught.value) == "model 'x' needs the local extra: pip install 'slm-mux[local]'"
     require_local_extra("x", ("torch",))
+
+
+USER_ONLY_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] != 'system' %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+REFUSING_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [USER_ONLY_TEMPLATE, REFUSING_TEMPLATE])
+async def test_a_template_without_system_turns_still_shows_the_system_text(
+    tmp_path: Path, template: str
+) -> None:
+    model = build_tiny_model(tmp_path / "model", chat_template=template)
+    backend = TransformersBackend("tiny", str(model))
+    completions = await backend.generate(ask(2, seed=1))
+    # The system text heads the user turn: "Be brief.\n\n2+2?" inside (user, end), then assistant.
+    folded = len("Be brief.") + len("\n\n") + len("2+2?") + 3
+    assert sum(c.prompt_tokens or 0 for c in completions) == folded
+    await backend.aclose()
+
+
+async def test_generation_stays_inside_the_models_context(tmp_path: Path) -> None:
+    model = build_tiny_model(tmp_path / "short", max_position_embeddings=PROMPT_TOKENS + 2)
+    backend = TransformersBackend("short", str(model))
+    request = GenerationRequest(MESSAGES, n=3, temperature=1.0, max_tokens=50, seed=0)
+    completions = await backend.generate(request)
+    assert all((c.completion_tokens or 0) <= 2 for c in completions)
+    too_long = [{"role": "user", "content": "9" * (PROMPT_TOKENS + 2)}]
+    with pytest.raises(BackendError, match=r"model 'short': the prompt has \d+ tokens, more than"):
+        await backend.generate(GenerationRequest(too_long, n=1, temperature=1.0, max_tokens=4))
+    await backend.aclose()

@@ -17,7 +17,7 @@ from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
 from slm_mux.comparison import Comparison
-from slm_mux.tables import markdown_cell, markdown_table
+from slm_mux.tables import markdown_cell, markdown_table, numeric_right
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
@@ -195,7 +195,8 @@ def _markdown(title: str, sections: list[_Section], out_dir: Path) -> str:
         if section.note:
             lines += [section.note, ""]
         if section.headers:
-            lines += [markdown_table(section.headers, section.rows)]
+            align = numeric_right(section.headers, section.rows)
+            lines += [markdown_table(section.headers, section.rows, align)]
         for image in section.images:
             lines += [f"![{image.stem}]({Path(os.path.relpath(image, out_dir)).as_posix()})", ""]
     return "\n".join(lines)

@@ -137,15 +137,29 @@ class TransformersBackend:
     def _prompt_ids(self, tokenizer: Any, messages: list[dict[str, str]]) -> Any:
         """Token ids of the prompt, shape ``[1, length]``, on the model's device."""
         if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
+            text = _render_chat(tokenizer, messages)
             special = False  # the template writes its own special tokens
         else:
             text = "\n\n".join(m.get("content", "") for m in messages) + "\n\n"
             special = True
         encoded = tokenizer(text, return_tensors="pt", add_special_tokens=special)
         return encoded["input_ids"].to(self.device)
+
+    def _new_tokens(self, model: Any, prompt_length: int, max_tokens: int) -> int:
+        """``max_tokens``, capped to the room the model's context leaves after the prompt.
+
+        A prompt that fills the context is a :class:`BackendError`: the model
+        cannot read it, and a silently garbled answer would pass for its own.
+        """
+        context = getattr(model.config, "max_position_embeddings", None)
+        if not isinstance(context, int):
+            return max_tokens
+        if prompt_length >= context:
+            raise BackendError(
+                f"model {self.name!r}: the prompt has {prompt_length} tokens, more than its "
+                f"context of {context} positions leaves room for"
+            )
+        return min(max_tokens, context - prompt_length)
 
     def _generate(self, request: GenerationRequest) -> list[Completion]:
         import torch
@@ -155,7 +169,7 @@ class TransformersBackend:
             prompt = self._prompt_ids(tokenizer, request.messages)
             sample = request.temperature > 0
             options: dict[str, Any] = {
-                "max_new_tokens": request.max_tokens,
+                "max_new_tokens": self._new_tokens(model, prompt.shape[1], request.max_tokens),
                 "do_sample": sample,
                 "num_return_sequences": request.n if sample else 1,
                 "pad_token_id": tokenizer.pad_token_id,
@@ -191,6 +205,38 @@ class TransformersBackend:
             finish = "length" if end is None else "stop"
             completions.append(Completion(text, prompt_share, len(kept), latency, finish))
         return completions
+
+
+def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt text through the model's chat template.
+
+    Many templates drop or refuse a ``system`` message (the bundled tiny
+    models' writes only user and assistant turns; Gemma's raises). Then the
+    system text is put at the head of the first user message instead, so the
+    model still reads every instruction it was given.
+    """
+    from jinja2 import TemplateError
+
+    systems = [m["content"] for m in messages if m["role"] == "system"]
+    try:
+        text: str = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        if all(system in text for system in systems):
+            return text
+    except TemplateError:  # also what a template's own raise_exception raises
+        if not systems:
+            raise
+    rest = [m for m in messages if m["role"] != "system"]
+    head = "\n\n".join(systems)
+    first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
+    if first_user is None:
+        rest.insert(0, {"role": "user", "content": head})
+    else:
+        merged = f"{head}\n\n{rest[first_user]['content']}"
+        rest[first_user] = {**rest[first_user], "content": merged}
+    folded: str = tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
+    return folded
 
 
 class TransformersConfig(ModelBase):

@@ -26,12 +26,19 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(directory: Path, *, seed: int = 0, chat_template: bool = True) -> Path:
+def build_tiny_model(
+    directory: Path,
+    *,
+    seed: int = 0,
+    chat_template: bool | str = True,
+    max_position_embeddings: int = 1024,
+) -> Path:
     """Save a tiny Llama model and its tokenizer to ``directory``; returns ``directory``.
 
     The result loads with ``AutoModelForCausalLM`` / ``AutoTokenizer``; the
     tokenizer adds ``<s>`` when asked for special tokens. Without
-    ``chat_template`` it has no chat template (to test the plain fallback).
+    ``chat_template`` it has no chat template (to test the plain fallback);
+    a string is used as the template instead of the default one.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, processors
@@ -51,7 +58,13 @@ def build_tiny_model(directory: Path, *, seed: int = 0, chat_template: bool = Tr
         unk_token="<unk>",
         bos_token="<s>",
         eos_token="</s>",
-        chat_template=CHAT_TEMPLATE if chat_template else None,
+        chat_template=(
+            chat_template
+            if isinstance(chat_template, str)
+            else CHAT_TEMPLATE
+            if chat_template
+            else None
+        ),
     )
     config = LlamaConfig(
         vocab_size=len(vocab),
@@ -60,7 +73,7 @@ def build_tiny_model(directory: Path, *, seed: int = 0, chat_template: bool = Tr
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_position_embeddings,
         pad_token_id=vocab["<pad>"],
         bos_token_id=vocab["<s>"],
         eos_token_id=vocab["</s>"],
