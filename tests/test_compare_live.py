@@ -223,5 +223,7 @@ def test_the_report_shows_the_stored_comparison(tmp_path: Path) -> None:
     markdown = (out / "report.md").read_text()
     section = markdown.split("## Live comparison\n\n", 1)[1]
     header, _rule, *rows = compared.stdout.split("\n\n")[0].splitlines()
-    assert len(rows) == 3 and all(line in section for line in [header, *rows])
+    assert len(rows) == 3, compared.stdout
+    missing = [line for line in [header, *rows] if line not in section]
+    assert not missing, (missing, section)
     assert "Live comparison" in (out / "report.html").read_text()

@@ -475,6 +475,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from contextlib import closing
+
+    try:
+        from slm_mux.server import create_app, listen, serve
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").split(".")[0] not in ("starlette", "uvicorn"):
+            raise
+        raise InputError(
+            "serve needs Starlette and uvicorn; install them with: pip install 'slm-mux[server]'"
+        ) from None
+    from slm_mux.engine import Mux
+
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise InputError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    accuracy: dict[str, float] = {}
+    if args.store is not None:
+        from slm_mux.study import stored_validation_accuracy
+
+        accuracy = stored_validation_accuracy(args.store, task=args.task, warn=_warn)
+    with closing(listen(args.host, args.port)) as sock:
+        mux = Mux.from_pool(args.pool, task=args.task, k=args.k, validation_accuracy=accuracy)
+        app = create_app(
+            mux.members,
+            task=mux.task,
+            validation_accuracy=mux.validation_accuracy,
+            api_key=api_key,
+            close=True,
+        )
+        serve(app, sock)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 _SEED = _integer(0, MAX_SEED)
@@ -730,6 +766,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub = add("serve", cmd_serve, "an OpenAI-compatible server answering with SLM-MUX")
+    sub.add_argument("--pool", required=True, help="pool file (YAML or TOML)")
+    _task_flag(
+        sub,
+        task_names(),
+        "task: prompt and answer extraction (default exact: free-form, an 'Answer:' line)",
+        default="exact",
+    )
+    sub.add_argument("--store", type=_store_file, help="store whose validation split breaks ties")
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sub.add_argument(
+        "--port", type=_integer(0, 65535), default=8000, help="port (default 8000; 0: a free one)"
+    )
+    sub.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the API key every request must send as a Bearer token",
+    )
+    sub.add_argument(
+        "--k", type=_SAMPLES, help="samples per model in the SLM-MUX vote (default: the pool's k)"
+    )
     return parser
 
 

@@ -24,17 +24,17 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.progress import Progress
 
-from slm_mux.backends.base import GenerationRequest
 from slm_mux.collect import collect_splits, progress_display
 from slm_mux.comparison import SHARED, SHARED_METHODS, Comparison, Groupthink, MethodResult
 from slm_mux.engine import sample_seed
 from slm_mux.errors import BackendError, InputError, StoreError
+from slm_mux.live import ROLES, best_model, resolve_roles, send
 from slm_mux.members import Member, close_members
 from slm_mux.methods import (
     METHODS,
@@ -47,14 +47,11 @@ from slm_mux.methods import (
 )
 from slm_mux.pool import Pool, members_of
 from slm_mux.sample import Split
-from slm_mux.selection import decide, tie_break_rank
+from slm_mux.selection import decide
 from slm_mux.store import RecordedCall, RunKey, Store
 from slm_mux.tasks import Question, Task
 from slm_mux.tasks.base import Message
 from slm_mux.tasks.loading import QuestionSet
-
-_ROLES = ("aggregator", "generator")
-"""Settings fields naming a pool model; ``None`` resolves to the best validation model."""
 
 
 def _digest(value: object) -> str:
@@ -152,30 +149,9 @@ class RecordingCaller:
         """One call through the member's backend: every reply, the responses it took."""
         phase, question = self.phase, self.question
         seed_key = f"{question.id}:{phase.method}:{step}:{member.name}"
-        request = GenerationRequest(
-            messages=messages,
-            n=n,
-            temperature=member.temperature,
-            max_tokens=member.max_tokens,
-            seed=sample_seed(member.seed, seed_key, 0),
-        )
         started = time.perf_counter()
-        texts: dict[int, str] = {}
-        requests = prompt_tokens = completion_tokens = 0
-        known_prompt = known_completion = True
-        async for batch in member.backend.stream(request):
-            requests += 1
-            phase.sent += 1
-            for index, completion in batch:
-                texts[index] = completion.text
-                if completion.prompt_tokens is None:
-                    known_prompt = False
-                if completion.completion_tokens is None:
-                    known_completion = False
-                prompt_tokens += completion.prompt_tokens or 0
-                completion_tokens += completion.completion_tokens or 0
-        if sorted(texts) != list(range(n)):
-            raise BackendError(f"model {member.name!r}: got {len(texts)} of {n} replies")
+        sent = await send(member, messages, n, sample_seed(member.seed, seed_key, 0))
+        phase.sent += sent.responses
         return RecordedCall(
             method=phase.method,
             config_hash=phase.config_hash,
@@ -186,11 +162,11 @@ class RecordingCaller:
             model=member.name,
             n=n,
             messages=messages,
-            replies=[texts[i] for i in range(n)],
-            prompt_tokens=prompt_tokens if known_prompt else None,
-            completion_tokens=completion_tokens if known_completion else None,
+            replies=sent.texts,
+            prompt_tokens=sent.prompt_tokens,
+            completion_tokens=sent.completion_tokens,
             latency_s=time.perf_counter() - started,
-            requests=requests,
+            requests=sent.responses,
         )
 
 
@@ -309,18 +285,6 @@ def _groupthink(
     return Groupthink(lost, gained, present_lost)
 
 
-def best_model(members: Sequence[Member], accuracy: Mapping[str, float]) -> str:
-    """The model with the best validation accuracy; ties and unknown ones go to pool order."""
-    ranks = tie_break_rank([accuracy.get(m.name) for m in members])
-    return members[int(ranks.argmin())].name
-
-
-def _resolved(settings: Settings, best: str) -> Settings:
-    """``settings`` with every unset role (aggregator, generator) given to ``best``."""
-    unset = {role: best for role in _ROLES if getattr(settings, role, best) is None}
-    return replace(settings, **unset)
-
-
 async def compare(
     members: Sequence[Member],
     task: Task,
@@ -364,7 +328,7 @@ async def compare(
             calls=calls,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            wall_s=done.wall_s,
+            wall_s=round(done.wall_s, 3),  # as stored: the report shows the same figure
             failed=failed,
             **extra,
         )
@@ -390,7 +354,7 @@ async def compare(
                 result(method, made, done, correct, model=single, shared=SHARED)
         for method in (m for m in methods if m not in SHARED_METHODS):
             spec = METHODS[method]
-            chosen = _resolved(settings.get(method) or spec.settings(), best)
+            chosen = resolve_roles(settings.get(method) or spec.settings(), best)
             if log is not None:
                 print(f"compare: {method}, {len(questions)} questions", file=log)
             made, key = phase(method, chosen.to_json())
@@ -474,7 +438,7 @@ def compare_pool(
         if method in METHODS
     }
     for chosen in settings.values():
-        for role in _ROLES:
+        for role in ROLES:
             name = getattr(chosen, role, None)
             if name is not None and name not in pool.names:
                 raise InputError(

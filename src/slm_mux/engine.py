@@ -11,26 +11,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from slm_mux.backends.base import Batch, Completion, GenerationRequest, gather_stream
 from slm_mux.errors import BackendError, InputError, SlmMuxError
 from slm_mux.members import Member, close_members
-from slm_mux.selection import decide
+from slm_mux.selection import Decision, decide
 from slm_mux.tasks import Question, Task, get_task
 
 
 @dataclass(frozen=True)
 class ModelSamples:
-    """What one model returned for one question; ``error`` when it failed."""
+    """What one model returned for one question (``responses``: how many responses
+    the backend took); ``error`` when it failed."""
 
     model: str
     completions: list[Completion]
     answers: list[str | None]
     error: str | None = None
+    responses: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,62 @@ def sample_stream(
 
 async def sample_model(member: Member, task: Task, question: Question, *, n: int) -> ModelSamples:
     """Ask one model for ``n`` samples; a failure is reported, not raised."""
+    responses = 0
+
+    async def counted() -> AsyncGenerator[Batch, None]:
+        nonlocal responses
+        async for batch in sample_stream(member, task, question, range(n)):
+            responses += 1
+            yield batch
+
     try:
-        completions = await gather_stream(sample_stream(member, task, question, range(n)), n)
+        completions = await gather_stream(counted(), n)
     except SlmMuxError as error:
-        return ModelSamples(member.name, [], [None] * n, error=str(error))
+        return ModelSamples(member.name, [], [None] * n, error=str(error), responses=responses)
     answers = [task.extract(c.text) for c in completions]
-    return ModelSamples(member.name, completions, answers)
+    return ModelSamples(member.name, completions, answers, responses=responses)
+
+
+async def sample_pool(
+    members: Sequence[Member], task: Task, question: Question
+) -> list[ModelSamples]:
+    """Every member's ``k`` samples, all models at once; raises when every model failed."""
+    results = await asyncio.gather(*(sample_model(m, task, question, n=m.k) for m in members))
+    if all(r.error for r in results):
+        reasons = "; ".join(f"{r.model}: {r.error}" for r in results)
+        raise BackendError(f"every model failed; {reasons}")
+    return list(results)
+
+
+_T = TypeVar("_T")
+
+
+def grading_is_cheap(task: Task) -> bool:
+    """Whether ``task`` tells equal votes by their normal forms alone (microseconds).
+
+    Tasks with their own :meth:`Task.equivalent` (math-verify) may take much longer.
+    """
+    return type(task).equivalent is Task.equivalent
+
+
+async def off_loop_if_slow(task: Task, work: Callable[[], _T]) -> _T:
+    """``work()``: on the event loop when ``task``'s grading is cheap, else in a thread."""
+    return work() if grading_is_cheap(task) else await asyncio.to_thread(work)
+
+
+def mux_decision(
+    results: Sequence[ModelSamples],
+    task: Task,
+    validation_accuracy: Mapping[str, float],
+    k: Mapping[str, int],
+) -> Decision:
+    """SLM-MUX over the models' samples (``k``: samples asked of each model)."""
+    return decide(
+        {r.model: r.answers for r in results},
+        task.cluster,
+        k=k,
+        validation_accuracy=validation_accuracy,
+    )
 
 
 class Mux:
@@ -154,20 +206,11 @@ class Mux:
         """Ask every model concurrently and pick the answer with SLM-MUX."""
         item = question if isinstance(question, Question) else Question("ask", question, "")
         start = time.perf_counter()
-        results = await asyncio.gather(
-            *(sample_model(m, self.task, item, n=m.k) for m in self.members)
-        )
+        results = await sample_pool(self.members, self.task, item)
         elapsed = time.perf_counter() - start
-        if all(r.error for r in results):
-            first = results[0]
-            raise BackendError(f"every model failed; {first.model}: {first.error}")
-        # Grading may be slow (math-verify), so it stays off the event loop.
-        decision = await asyncio.to_thread(
-            decide,
-            {r.model: r.answers for r in results},
-            self.task.cluster,
-            k={m.name: m.k for m in self.members},
-            validation_accuracy=self.validation_accuracy,
+        k = {m.name: m.k for m in self.members}
+        decision = await off_loop_if_slow(
+            self.task, lambda: mux_decision(results, self.task, self.validation_accuracy, k)
         )
         return MuxAnswer(
             question=item.text,

@@ -1,0 +1,209 @@
+"""Load on ``slm-mux serve``: latency the server adds over its pool, errors, CPU per request.
+
+100 concurrent clients each send 5 chat requests, one after another, for model
+``slm-mux`` to ``slm-mux serve`` (a subprocess) over a pool of 3 models, each on its
+own fake OpenAI-compatible server process that answers after 200 ms. Then the same
+requests go directly to the three models (each request: the three calls at once, the
+prompt and ``n = k`` the mux sends, timed until the slowest answers), with the same
+concurrency. Clients use the official ``openai`` SDK's client (``post``, raw responses:
+the SDK's parsing into objects would cost the shared two cores more than the server
+adds). Prints a Markdown table: p50 and
+p99 latency of both, what the server adds (the difference of the percentiles),
+errors, and the server process's CPU time per request (from /proc).
+
+    python bench/bench_serve.py [--clients 100] [--requests 5] [--latency 0.2] [--k 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import httpx2
+import openai
+from fake_server_process import free_port, start_server
+
+from slm_mux.live import ChatTask
+from slm_mux.tasks import get_task
+
+MODELS = ("m1", "m2", "m3")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of ``values``."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(math.ceil(q / 100 * len(ordered)) - 1, 0)]
+
+
+def question(client: int, request: int) -> list[dict[str, str]]:
+    """The chat messages of one request: a different question each time."""
+    return [{"role": "user", "content": f"What is {client} + {request}?"}]
+
+
+def write_pool(folder: Path, ports: Sequence[int], k: int, concurrency: int) -> Path:
+    """A pool file of the three fake-server models."""
+    lines = [f"defaults: {{temperature: 0.3, k: {k}, max_tokens: 64, seed: 0}}", "models:"]
+    for name, port in zip(MODELS, ports, strict=True):
+        lines.append(
+            f"  - {{name: {name}, backend: openai, base_url: 'http://127.0.0.1:{port}/v1', "
+            f"model: {name}, max_concurrency: {concurrency}}}"
+        )
+    pool = folder / "pool.yaml"
+    pool.write_text("\n".join(lines) + "\n")
+    return pool
+
+
+def start_serve(pool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``slm-mux serve`` on ``port``, once ``/health`` answers; the caller terminates it."""
+    argv = [sys.executable, "-m", "slm_mux", "serve", "--pool", str(pool), "--port", str(port)]
+    with log.open("wb") as sink:
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise SystemExit(f"slm-mux serve did not start:\n{log.read_text()}")
+
+
+Send = Callable[[list[dict[str, str]]], Awaitable[None]]
+
+
+async def load(send: Send, clients: int, requests: int) -> tuple[list[float], list[str]]:
+    """``clients`` concurrent clients, each sending ``requests`` in turn: latencies, errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def client(number: int) -> None:
+        for request in range(requests):
+            start = time.perf_counter()
+            try:
+                await send(question(number, request))
+            except Exception as error:  # every failure is counted, the first few shown
+                errors.append(f"{type(error).__name__}: {error}")
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(client(number) for number in range(clients)))
+    return latencies, errors
+
+
+async def through_mux(
+    base_url: str, pid: int, clients: int, requests: int
+) -> tuple[list[float], list[str], float]:
+    """The load sent to ``slm-mux serve`` (process ``pid``) for model ``slm-mux``, and the
+    CPU seconds the server spent on it."""
+    client = openai.AsyncOpenAI(api_key="unused", base_url=base_url, max_retries=0, timeout=60)
+
+    async def send(messages: list[dict[str, str]]) -> None:
+        body = {"model": "slm-mux", "messages": messages}
+        reply = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+        if not reply.json()["choices"][0]["message"]["content"]:
+            raise RuntimeError("empty reply")
+
+    try:
+        await load(send, 2, 1)  # warm-up: connections and the server's first requests
+        cpu = process_cpu(pid)
+        latencies, errors = await load(send, clients, requests)
+        return latencies, errors, process_cpu(pid) - cpu
+    finally:
+        await client.close()
+
+
+async def direct(
+    ports: Sequence[int], k: int, clients: int, requests: int
+) -> tuple[list[float], list[str]]:
+    """The same load sent straight to the three models, the mux's prompt and ``n = k``."""
+    task = get_task("exact")
+    models = [
+        (name, openai.AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1"))
+        for name, port in zip(MODELS, ports, strict=True)
+    ]
+
+    async def send(messages: list[dict[str, str]]) -> None:
+        chat = ChatTask(task, messages)
+        prompt = chat.messages(chat.question)
+        body = {"messages": prompt, "n": k, "temperature": 0.3, "max_tokens": 64}
+        await asyncio.gather(
+            *(
+                client.post(
+                    "/chat/completions", body={"model": name, **body}, cast_to=httpx2.Response
+                )
+                for name, client in models
+            )
+        )
+
+    try:
+        await load(send, 2, 1)
+        return await load(send, clients, requests)
+    finally:
+        for _, client in models:
+            await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=5, help="per client, one after another")
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
+    parser.add_argument("--k", type=int, default=3, help="samples per model")
+    args = parser.parse_args()
+    ports = [free_port() for _ in MODELS]
+    fakes = [start_server(port, args.latency) for port in ports]
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        pool = write_pool(Path(folder), ports, args.k, max(args.clients, 1))
+        serve = start_serve(pool, port, Path(folder) / "serve.log")
+        try:
+            bare, bare_errors = asyncio.run(direct(ports, args.k, args.clients, args.requests))
+            base_url = f"http://127.0.0.1:{port}/v1"
+            mux, mux_errors, cpu = asyncio.run(
+                through_mux(base_url, serve.pid, args.clients, args.requests)
+            )
+        finally:
+            for process in (serve, *fakes):
+                process.terminate()
+                process.wait()
+    total = args.clients * args.requests
+    print(
+        f"{args.clients} clients x {args.requests} requests, {len(MODELS)} models x "
+        f"k={args.k}, {args.latency * 1000:.0f} ms per model call"
+    )
+    print("| path | requests | errors | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for label, latencies, errors in (
+        ("direct", bare, bare_errors),
+        ("slm-mux serve", mux, mux_errors),
+    ):
+        p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+        print(f"| {label} | {total} | {len(errors)} | {p50:.0f} | {p99:.0f} |")
+    added50 = (percentile(mux, 50) - percentile(bare, 50)) * 1000
+    added99 = (percentile(mux, 99) - percentile(bare, 99)) * 1000
+    print(f"| added by the server | | | {added50:.0f} | {added99:.0f} |")
+    print(f"\nserver CPU per request: {cpu / total * 1000:.2f} ms")
+    for error in sorted(set(bare_errors + mux_errors))[:5]:
+        print(f"error: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
