@@ -534,41 +534,36 @@ def _task_flag(
     )
 
 
-def _task_list(text: str) -> list[str]:
-    """An argparse type: comma-separated known task names, none repeated."""
-    names = _comma_list("task")(text)
-    unknown = [name for name in names if name not in task_names()]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}"
-        )
+def _known_list(kind: str, known: Callable[[], Sequence[str]]) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated ``kind`` names from ``known()``, none repeated."""
+
+    def names(text: str) -> list[str]:
+        listed = _comma_list(kind)(text)
+        unknown = [name for name in listed if name not in known()]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {unknown[0]!r}; choose from {', '.join(known())}"
+            )
+        return listed
+
     return names
 
 
-def _method_list(text: str) -> list[str]:
-    """An argparse type: comma-separated ``compare`` method names, none repeated."""
+def _method_names() -> list[str]:
     from slm_mux.comparison import method_names
 
-    names = _comma_list("method")(text)
-    unknown = [name for name in names if name not in method_names()]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown method {unknown[0]!r}; choose from {', '.join(method_names())}"
-        )
-    return names
+    return method_names()
 
 
-def _aspect_list(text: str) -> list[str]:
-    """An argparse type: comma-separated mav aspect names, none repeated."""
+def _aspect_names() -> list[str]:
     from slm_mux.methods.prompts import ASPECTS
 
-    names = _comma_list("aspect")(text)
-    unknown = [name for name in names if name not in ASPECTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown aspect {unknown[0]!r}; choose from {', '.join(ASPECTS)}"
-        )
-    return names
+    return list(ASPECTS)
+
+
+_task_list = _known_list("task", task_names)
+_method_list = _known_list("method", _method_names)
+_aspect_list = _known_list("aspect", _aspect_names)
 
 
 def _study_flags(parser: argparse.ArgumentParser, *, k: bool = True) -> None:
