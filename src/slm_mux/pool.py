@@ -37,7 +37,6 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from slm_mux import backends
-from slm_mux.backends.base import Backend
 from slm_mux.backends.config import Defaults, ModelBase, Strict
 from slm_mux.errors import FormatError, InputError
 from slm_mux.members import Member
@@ -240,11 +239,6 @@ def load_pool(path: str | Path) -> Pool:
     return pool_from_dict(data, source=source, base_dir=file.parent)
 
 
-def build_backend(model: ModelBase) -> Backend:
-    """A backend for ``model`` (reads its API key from the environment, if it has one)."""
-    return model.build()
-
-
 def members_of(
     pool: Pool, *, k: int | None = None, models: Sequence[str] | None = None
 ) -> list[Member]:
@@ -259,7 +253,7 @@ def members_of(
         settings = model.settings(pool.defaults)
         members.append(
             Member(
-                build_backend(model),
+                model.build(),
                 k=settings.k if k is None else k,
                 temperature=settings.temperature,
                 max_tokens=settings.max_tokens,

@@ -16,7 +16,6 @@ from slm_mux.backends.transformers_local import TransformersConfig
 from slm_mux.cli import main
 from slm_mux.errors import FormatError, InputError
 from slm_mux.pool import (
-    build_backend,
     load_pool,
     members_of,
     pool_from_dict,
@@ -230,10 +229,10 @@ def test_other_file_problems(tmp_path: Path) -> None:
         load_pool(write(tmp_path, "empty.yml", ""))
 
 
-def test_build_backend_makes_each_kind(tmp_path: Path) -> None:
+def test_each_entry_builds_its_backend(tmp_path: Path) -> None:
     pytest.importorskip("transformers", reason="the transformers backend needs the local extra")
     pool = load_pool(write(tmp_path, "pool.yaml", POOL_YAML))
-    qwen, tiny, fake = (build_backend(model) for model in pool.models)
+    qwen, tiny, fake = (model.build() for model in pool.models)
     assert isinstance(qwen, OpenAICompatibleBackend)
     assert (qwen.name, qwen.base_url, qwen.model) == (
         "qwen-1.5b",
@@ -251,7 +250,7 @@ def test_a_missing_api_key_variable_is_an_error_naming_it(
     monkeypatch.delenv("SLM_MUX_POOL_KEY", raising=False)
     pool = pool_from_dict({"models": [{**OPENAI, "api_key_env": "SLM_MUX_POOL_KEY"}]})
     with pytest.raises(InputError) as caught:
-        build_backend(pool.models[0])
+        pool.models[0].build()
     assert str(caught.value) == "model 'q': environment variable SLM_MUX_POOL_KEY is not set"
 
 
@@ -283,7 +282,7 @@ def test_the_api_key_is_sent_but_never_stored_logged_hashed_or_shown(
     assert "401" in logs.err  # the refused run says why, without the key
     assert SECRET not in logs.out + logs.err
     model = load_pool(pool_file).models[0]
-    backend = build_backend(model)
+    backend = model.build()
     hashed = {"identity": model.identity(), "settings": asdict(model.settings(Defaults()))}
     for text in (repr(model), repr(backend), json.dumps(hashed), model.settings_hash(Defaults())):
         assert SECRET not in text

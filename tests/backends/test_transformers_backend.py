@@ -9,7 +9,7 @@ import pytest
 from slm_mux.backends import GenerationRequest, TransformersBackend
 from slm_mux.backends.transformers_local import require_local_extra
 from slm_mux.errors import BackendError, InputError
-from slm_mux.pool import build_backend, pool_from_dict
+from slm_mux.pool import pool_from_dict
 from slm_mux.testing.tiny_model import build_tiny_model
 
 torch = pytest.importorskip("torch", reason="the transformers backend needs the local extra")
@@ -77,7 +77,7 @@ async def test_the_pool_builds_it_from_a_relative_path(tiny_model: Path) -> None
         {"models": [{"name": "t", "backend": "transformers", "path": f"./{tiny_model.name}"}]},
         base_dir=tiny_model.parent,
     )
-    backend = build_backend(pool.models[0])
+    backend = pool.models[0].build()
     assert isinstance(backend, TransformersBackend)
     assert len(await backend.generate(ask(2, seed=0))) == 2
 

@@ -1,6 +1,6 @@
 """Model backends: an OpenAI-compatible client, in-process transformers, and a script.
 
-Build them from a pool file with :func:`slm_mux.pool.build_backend`. The
+Build them from a pool file: each entry of :func:`slm_mux.pool.load_pool` has ``build()``. The
 concrete backends are imported on first use, so ``import slm_mux`` does not
 load the ``openai`` SDK or torch.
 """
