@@ -24,13 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx2
 import openai
-from fake_server_process import free_port, start_server
+from fake_server_process import free_port, start_server, wait_until_up
 
 from slm_mux.live import ChatTask
 from slm_mux.tasks import get_task
@@ -75,15 +74,11 @@ def start_serve(pool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "slm_mux", "serve", "--pool", str(pool), "--port", str(port)]
     with log.open("wb") as sink:
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit(f"slm-mux serve did not start:\n{log.read_text()}")
+    try:
+        wait_until_up(server, f"http://127.0.0.1:{port}/health", "slm-mux serve")
+    except SystemExit:
+        raise SystemExit(f"slm-mux serve did not start:\n{log.read_text()}") from None
+    return server
 
 
 Send = Callable[[list[dict[str, str]]], Awaitable[None]]

@@ -25,12 +25,18 @@ def start_server(port: int, latency: float, *, honour_n: bool = True) -> subproc
     argv = [sys.executable, "-m", "slm_mux.testing", "--port", str(port)]
     argv += ["--latency", str(latency), *([] if honour_n else ["--ignore-n"])]
     server = subprocess.Popen(argv)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    wait_until_up(server, f"http://127.0.0.1:{port}/v1/models", "the fake server")
+    return server
+
+
+def wait_until_up(process: subprocess.Popen[bytes], url: str, what: str) -> None:
+    """Wait (up to 30 s) until ``url`` answers; kill ``process`` and exit if it never does."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-            return server
+            urllib.request.urlopen(url, timeout=1)
+            return
         except OSError:
             time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the fake server did not start")
+    process.kill()
+    raise SystemExit(f"{what} did not start")

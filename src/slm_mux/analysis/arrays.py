@@ -8,6 +8,7 @@ samples of a question than others.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -265,36 +266,21 @@ def _encode_pairs(
 
 
 def columns_of(samples: Sequence[Sample], split: str) -> SampleColumns:
-    """The samples of ``split`` as columns (one Python pass; for small, in-memory sets)."""
-    models: dict[str, int] = {}
-    questions: dict[tuple[str, str], int] = {}
-    references: list[str] = []
-    pairs: dict[tuple[int, str | None], int] = {}
-    pair_question: list[int] = []
-    rows: list[tuple[int, int, int]] = []
+    """The samples of ``split`` as columns, through the store's own cell format."""
+    cells: dict[tuple[str, str, str], tuple[str, list[str], list[str | None]]] = {}
     for s in samples:
-        if s.split != split:
-            continue
-        m = models.setdefault(s.model, len(models))
-        q = questions.setdefault((s.task, s.question_id), len(questions))
-        if q == len(references):
-            references.append(s.reference)
-        p = pairs.setdefault((q, s.answer), len(pairs))
-        if p == len(pair_question):
-            pair_question.append(q)
-        rows.append((m, p, s.sample))
-    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return SampleColumns(
-        split=split,
-        models=list(models),
-        question_ids=[qid for _, qid in questions],
-        tasks=[task for task, _ in questions],
-        references=references,
-        answers=[answer for _, answer in pairs],
-        pair_question=np.array(pair_question, dtype=np.int64),
-        model=table[:, 0],
-        pair=table[:, 1],
-        sample=table[:, 2],
+        if s.split == split:
+            _, numbers, answers = cells.setdefault(
+                (s.model, s.task, s.question_id), (s.reference, [], [])
+            )
+            numbers.append(str(s.sample))
+            answers.append(s.answer)
+    return SampleColumns.from_cells(
+        split,
+        (
+            (model, task, qid, reference, ",".join(numbers), json.dumps(answers))
+            for (model, task, qid), (reference, numbers, answers) in cells.items()
+        ),
     )
 
 
