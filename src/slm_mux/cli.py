@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from slm_mux import __version__
+from slm_mux.adaptive import Policy
 from slm_mux.errors import InputError, SlmMuxError
 from slm_mux.tasks import task_names
-from slm_mux.tasks.loading import question_set_names
+from slm_mux.tasks.loading import Shard, question_set_names
 
 if TYPE_CHECKING:
     from slm_mux.store import Holding
@@ -84,6 +85,54 @@ def _comma_list(kind: str) -> Callable[[str], list[str]]:
 
 
 _names = _comma_list("model")
+
+
+def _shard(text: str) -> Shard:
+    """An argparse type: a shard ``I/N`` (``1 <= I <= N``)."""
+    try:
+        return Shard.parse(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _policy(text: str) -> Policy:
+    """An argparse type: an adaptive sampling policy (:meth:`Policy.parse`)."""
+    try:
+        return Policy.parse(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _adaptive_flag(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--adaptive",
+        type=_policy,
+        metavar="POLICY",
+        help="SLM-MUX sampling policy: full, exact (lossless, in rounds), first-agree, "
+        f"two-unanimous or agree:T (default: the pool's defaults.adaptive, else full){more}",
+    )
+
+
+def _policies(text: str) -> list[Policy]:
+    """An argparse type: comma-separated adaptive sampling policies, none repeated."""
+    policies = [_policy(name) for name in _comma_list("adaptive policy")(text)]
+    twice = next((p for i, p in enumerate(policies) if p in policies[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(
+            f"adaptive policy {str(twice)!r} is named twice in {text!r}"
+        )
+    return policies
+
+
+def _replay_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--adaptive POLICY[,POLICY...]``: policies replayed offline on the recorded samples."""
+    parser.add_argument(
+        "--adaptive",
+        type=_policies,
+        metavar="POLICY[,POLICY...]",
+        help="replay adaptive sampling policies on the recorded samples, beside full SLM-MUX: "
+        f"exact (lossless), first-agree, two-unanimous, agree:T with 0<T<=1 ({default})",
+    )
 
 
 def _question(text: str) -> str:
@@ -154,7 +203,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     for line in read_lines:
         print(line, file=sys.stderr)
     replaced = f", {report.replaced} replaced" if args.replace else ""
-    print(f"{report.read} samples read, {report.new} new{replaced}", file=sys.stderr)
+    merged = [f"{report.failures} failed questions"] if report.failures else []
+    merged += [f"{count} {what}s" for what, count in report.records.items() if count]
+    also = f"; merged {', '.join(merged)}" if merged else ""
+    print(f"{report.read} samples read, {report.new} new{replaced}{also}", file=sys.stderr)
     if report.regraded:
         _warn(
             f"{report.regraded} imported samples give a 'correct' that their task's grader "
@@ -207,9 +259,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Store(args.store, create=False) as store:
         holdings = store.summary()
         failures = store.failures()
+        replicas = store.replica_stats()
     if args.json:
         _print_json(
-            {"holdings": [asdict(h) for h in holdings], "failures": [asdict(f) for f in failures]}
+            {
+                "holdings": [asdict(h) for h in holdings],
+                "failures": [asdict(f) for f in failures],
+                "replicas": [asdict(r) for r in replicas],
+            }
         )
         return 0
     if not holdings:
@@ -243,6 +300,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             ),
             end="",
         )
+    if replicas:
+        print("\nServers per model (its latest collection):\n")
+        print(
+            markdown_table(
+                ["model", "server", "requests", "errors", "cooldowns", "collected at"],
+                [
+                    [r.model, r.url, *map(str, (r.requests, r.errors, r.cooldowns)), r.collected_at]
+                    for r in replicas
+                ],
+                ("left", "left", "right", "right", "right", "left"),
+            ),
+            end="",
+        )
     return 0
 
 
@@ -250,11 +320,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from slm_mux.study import Study
 
     study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
-    evaluation = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
-    if args.json:
-        _print_json(evaluation.to_json())
+    if not args.adaptive:
+        plain = study.evaluate(k=args.k, trials=args.trials, seed=args.seed)
+        if args.json:
+            _print_json(plain.to_json())
+        else:
+            print(plain.to_markdown())
+        return 0
+    evaluation, replayed = study.evaluate_adaptive(
+        args.adaptive, k=args.k, trials=args.trials, seed=args.seed
+    )
+    if evaluation is None:
+        _warn(
+            f"some models have fewer than k={replayed.k} samples of some questions: the policies "
+            "replay the recorded samples in recorded order (full SLM-MUX and the baselines "
+            "need k samples of every model and question)"
+        )
+        if args.json:
+            _print_json(replayed.to_json())
+        else:
+            print(replayed.to_markdown())
+    elif args.json:
+        payload = evaluation.to_json()
+        payload["methods"].update(replayed.methods_json())
+        _print_json(payload)
     else:
-        print(evaluation.to_markdown())
+        print(f"{evaluation.to_markdown()}\n{replayed.to_markdown()}")
     return 0
 
 
@@ -278,7 +369,11 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
     study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
     scaling = study.scale(
-        max_models=args.max_models, lam=args.lam, trials=args.trials, seed=args.seed
+        max_models=args.max_models,
+        lam=args.lam,
+        trials=args.trials,
+        seed=args.seed,
+        policies=args.adaptive or (),
     )
     paths = write_plots(scaling, Path(args.out))
     print(scaling.to_markdown())
@@ -288,6 +383,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from slm_mux.analysis.adaptive_replay import REPORTED_POLICIES
     from slm_mux.study import Study
 
     study = Study.open(args.store, models=args.models, task=args.task, warn=_warn)
@@ -298,6 +394,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         lam=args.lam,
         trials=args.trials,
         seed=args.seed,
+        policies=args.adaptive or REPORTED_POLICIES,
     )
     for path in report.files:
         print(f"wrote {path}", file=sys.stderr)
@@ -307,8 +404,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 # --- live models ------------------------------------------------------------
 
 
-def _collect(args: argparse.Namespace, data: dict[str, str | None]) -> tuple[bool, list[str]]:
-    """Collect the splits named in ``data`` (split -> ``--data``) with one set of backends.
+def _collect(
+    args: argparse.Namespace, data: dict[str, str | None], adaptive: Policy | None = None
+) -> tuple[bool, list[str]]:
+    """Collect the splits named in ``data`` (split -> ``--data``) with one set of backends
+    (``adaptive``: the sampling policy, default the pool's).
 
     Prints a summary per split, task and model to stderr; returns whether every
     sample is stored, and the names of the tasks that graded them.
@@ -321,6 +421,13 @@ def _collect(args: argparse.Namespace, data: dict[str, str | None]) -> tuple[boo
         split: load_question_set(args.task, path, split=split, limit=args.limit)  # type: ignore[arg-type]
         for split, path in data.items()
     }
+    if args.shard is not None:
+        for split, questions in list(plan.items()):
+            plan[split] = questions.share(args.shard)
+            print(
+                f"shard {args.shard}: {len(plan[split])} of {len(questions)} {split} questions",
+                file=sys.stderr,
+            )
     reports = collect_pool(
         load_pool(args.pool),
         plan,  # type: ignore[arg-type]
@@ -329,6 +436,7 @@ def _collect(args: argparse.Namespace, data: dict[str, str | None]) -> tuple[boo
         samples=args.samples,
         show_progress=False if args.quiet else None,
         log=sys.stderr,
+        adaptive=adaptive,
     )
     for report in reports:
         for line in report.summary():
@@ -338,7 +446,7 @@ def _collect(args: argparse.Namespace, data: dict[str, str | None]) -> tuple[boo
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    complete, _ = _collect(args, {args.split: args.data})
+    complete, _ = _collect(args, {args.split: args.data}, args.adaptive)
     if not complete:
         _warn("some questions failed; run the same command again to retry them")
     return 0 if complete else 3
@@ -350,7 +458,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data: dict[str, str | None] = {"test": args.data}
     if args.validation_data is not None or (args.task == "arith" and args.data is None):
         data = {"validation": args.validation_data, **data}
-    complete, tasks = _collect(args, data)
+    complete, tasks = _collect(args, data, Policy("full"))  # trials draw from all k
     if not complete:
         _warn("some questions failed; the evaluation uses what was collected")
     study = Study.open(args.store, models=args.models, task=",".join(tasks), warn=_warn)
@@ -376,6 +484,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         k=args.k,
         models=args.models,
         validation_accuracy=accuracy,
+        adaptive=args.adaptive,
     ) as mux:
         answer = mux.ask(args.question)
     if args.json:
@@ -385,6 +494,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(
         f"from {answer.model or '-'} with confidence {answer.confidence:.2f} "
         f"in {answer.latency_s:.2f}s",
+        file=sys.stderr,
+    )
+    saved = "" if answer.tokens_saved is None else f", ~{answer.tokens_saved} tokens saved"
+    print(
+        f"adaptive {answer.policy}: {answer.rounds} rounds, "
+        f"{answer.samples_drawn} of {answer.samples_full} samples{saved}",
         file=sys.stderr,
     )
     for model, votes in answer.votes.items():
@@ -464,6 +579,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         show_progress=False if args.quiet else None,
         log=sys.stderr,
         warn=_warn,
+        adaptive=args.adaptive,
     )
     if args.json:
         _print_json(comparison.to_json())
@@ -499,13 +615,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         accuracy = stored_validation_accuracy(args.store, task=args.task, warn=_warn)
     with closing(listen(args.host, args.port)) as sock:
-        mux = Mux.from_pool(args.pool, task=args.task, k=args.k, validation_accuracy=accuracy)
+        mux = Mux.from_pool(
+            args.pool,
+            task=args.task,
+            k=args.k,
+            validation_accuracy=accuracy,
+            adaptive=args.adaptive,
+        )
         app = create_app(
             mux.members,
             task=mux.task,
             validation_accuracy=mux.validation_accuracy,
             api_key=api_key,
             close=True,
+            adaptive=mux.policy,
         )
         serve(app, sock)
     return 0
@@ -615,11 +738,19 @@ def _live_flags(parser: argparse.ArgumentParser) -> None:
         "--models", type=_names, help="comma-separated model names (default: the whole pool)"
     )
     parser.add_argument("--limit", type=_integer(1, MAX_LIMIT), help="only the first N questions")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="only share I (from 1) of N of the questions, by a hash of their ids "
+        "(after --limit); merge the N stores with 'slm-mux import'",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command; it rejects every malformed flag value."""
+    from slm_mux.analysis.adaptive_replay import REPORTED_POLICIES
     from slm_mux.tasks.arith import MAX_QUESTIONS
 
     parser = _Parser(
@@ -635,8 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    sub = add("import", cmd_import, "import recorded samples (JSONL or the authors' layout)")
-    sub.add_argument("files", nargs="+", help="files to import")
+    sub = add(
+        "import",
+        cmd_import,
+        "import recorded samples (JSONL or the authors' layout) or merge other stores",
+    )
+    sub.add_argument("files", nargs="+", help="files to import; an SQLite store is merged whole")
     sub.add_argument(
         "--store", required=True, type=_store_file, help="SQLite sample store (created if missing)"
     )
@@ -659,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
     _study_flags(sub)
+    _replay_flag(sub, "default: none; without --k, k is the most samples recorded")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = add("search", cmd_search, "search the best model subset per size on validation")
@@ -669,17 +805,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("scale", cmd_scale, "sweep samples per model and number of models; plot")
     _study_flags(sub, k=False)
     _search_flags(sub)
+    _replay_flag(sub, "default: none")
     sub.add_argument("--out", type=_folder, default="slm-mux-report", help="output folder")
 
     sub = add("report", cmd_report, "write a Markdown and HTML report with plots")
     _study_flags(sub)
     _search_flags(sub)
+    _replay_flag(sub, "default: " + ",".join(map(str, REPORTED_POLICIES)))
     sub.add_argument("--out", type=_folder, default="slm-mux-report", help="output folder")
 
     sub = add("collect", cmd_collect, "sample answers per model per question into the store")
     _live_flags(sub)
     sub.add_argument("--data", help="question file (JSON/JSONL) or Hugging Face dataset id")
     sub.add_argument("--split", choices=splits, default="test", help="split")
+    _adaptive_flag(sub, "; not full: stores only the samples drawn, at most k per model")
 
     sub = add("run", cmd_run, "collect validation and test samples, then evaluate")
     _live_flags(sub)
@@ -719,6 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=_names, help="comma-separated model names (default: the whole pool)"
     )
     sub.add_argument("--store", type=_store_file, help="store whose validation split breaks ties")
+    _adaptive_flag(sub)
     sub.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub = add("compare", cmd_compare, "run SLM-MUX, debate, moa, mav and baselines side by side")
@@ -759,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--validation-data", help="validation question file, collected first for tie-breaks"
     )
+    _adaptive_flag(sub, "; not full: adds a row slm-mux@POLICY, sampled live in rounds")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -783,6 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--k", type=_SAMPLES, help="samples per model in the SLM-MUX vote (default: the pool's k)"
     )
+    _adaptive_flag(sub, "; model slm-mux only")
     return parser
 
 

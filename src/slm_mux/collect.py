@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -39,8 +39,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from slm_mux.backends.base import Batch, Price
-from slm_mux.engine import sample_stream
+from slm_mux.adaptive import Policy
+from slm_mux.backends.base import Batch, Completion, Price
+from slm_mux.backends.replicas import Replicated
+from slm_mux.engine import ModelSamples, sample_rounds, sample_stream
 from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member, close_members
 from slm_mux.pool import Pool, members_of
@@ -72,6 +74,27 @@ class ModelProgress:
         return self.price.cost_usd(self.prompt_tokens, self.completion_tokens)
 
 
+@dataclass
+class AdaptiveTally:
+    """What an adaptive collection drew: over its questions, the rounds sampled this run
+    and the samples stored of the ``full`` that full sampling stores."""
+
+    policy: Policy
+    questions: int = 0
+    rounds: int = 0
+    stored: int = 0
+    full: int = 0
+
+    def line(self) -> str:
+        """``adaptive exact: 412 of 600 samples (69 %), 2.10 rounds per question``."""
+        share = f" ({100 * self.stored / self.full:.0f} %)" if self.full else ""
+        rounds = self.rounds / self.questions if self.questions else 0.0
+        return (
+            f"adaptive {self.policy}: {self.stored} of {self.full} samples stored{share}, "
+            f"{rounds:.2f} rounds per question this run"
+        )
+
+
 @dataclass(frozen=True)
 class CollectReport:
     """What a collection run of one split and task did, per model, and how long it took."""
@@ -80,6 +103,7 @@ class CollectReport:
     seconds: float
     split: Split = "test"
     task: str = ""
+    adaptive: AdaptiveTally | None = None
 
     @property
     def complete(self) -> bool:
@@ -98,6 +122,8 @@ class CollectReport:
                 f"{progress.failed_questions} failed questions, {tokens} tokens{cost}"
             )
             lines += [f"  {error}" for error in progress.errors[:errors_shown]]
+        if self.adaptive is not None:
+            lines.append(f"{self.split} {self.task}: {self.adaptive.line()}")
         return lines
 
     def first_failure(self) -> str | None:
@@ -120,6 +146,40 @@ class RateColumn(ProgressColumn):
         elapsed = task.elapsed
         rate = f"{collected / elapsed:5.1f}/s" if elapsed and collected else "    -/s"
         return Text(f"{rate} {task.fields['tokens']:>7} tok {task.fields['errors']} err")
+
+
+class ReplicaColumn(ProgressColumn):
+    """A replicated model's requests, failed attempts and cooldowns per replica, in
+    pool-file order (``req 40 38 41 err 0 3 0 cool 0 1 0``); empty for one server."""
+
+    def render(self, task: ProgressTask) -> Text:
+        return Text(task.fields.get("replicas", ""))
+
+
+def replica_line(member: Member) -> str:
+    """What :class:`ReplicaColumn` shows for ``member`` (empty unless it has replicas)."""
+    if not isinstance(member.backend, Replicated):
+        return ""
+    stats = member.backend.replica_stats()
+    if len(stats) < 2:
+        return ""
+    columns = zip(*((s.requests, s.errors, s.cooldowns) for s in stats), strict=True)
+    return " ".join(
+        f"{label} {' '.join(map(str, counts))}"
+        for label, counts in zip(("req", "err", "cool"), columns, strict=True)
+    )
+
+
+def save_replica_stats(store: Store, members: Sequence[Member]) -> None:
+    """Keep each model's per-replica counters in ``store`` (models that sent no request
+    keep those of their previous collection)."""
+    for member in members:
+        if isinstance(member.backend, Replicated):
+            stats = member.backend.replica_stats()
+            if any(s.requests for s in stats):
+                store.save_replica_stats(
+                    member.name, [(s.url, s.requests, s.errors, s.cooldowns) for s in stats]
+                )
 
 
 def _check_settings(store: Store, member: Member, task: str, split: Split) -> None:
@@ -149,6 +209,7 @@ def progress_display(show: bool | None = None, console: Console | None = None) -
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
+        ReplicaColumn(),
         console=console,
         disable=not visible,
     )
@@ -163,6 +224,8 @@ async def collect(
     store: Store,
     samples: int | None = None,
     progress: Progress | None = None,
+    adaptive: Policy | None = None,
+    validation_accuracy: Mapping[str, float] | None = None,
 ) -> CollectReport:
     """Collect ``samples`` (default: each member's ``k``) samples per model per question.
 
@@ -170,12 +233,23 @@ async def collect(
     across models and questions (each backend bounds its own concurrency) and
     committed batch by batch as they arrive. ``progress`` shows a row per
     model (default: none).
+
+    With an ``adaptive`` policy other than ``full`` (and no ``samples``), each
+    question is sampled jointly across the models in the policy's rounds
+    (:func:`~slm_mux.engine.sample_rounds`, tie-breaks by ``validation_accuracy``)
+    and only the samples drawn are stored: a prefix ``0..n-1`` of each model's
+    ``k``. A resumed run replays the stored samples and goes on from there.
     """
+    if adaptive is not None and adaptive.kind == "full":
+        adaptive = None
+    if adaptive is not None and samples is not None:
+        raise InputError(f"collect: samples={samples} with adaptive {adaptive}; pick one")
     started = time.perf_counter()
     store.add_questions(task.name, split, [(q.id, q.text, q.reference) for q in questions])
     display = progress or progress_display(False)
     counters: dict[str, ModelProgress] = {}
-    jobs = []
+    writers: dict[str, _Writer] = {}
+    jobs: list[Coroutine[Any, Any, object]] = []
     for member in members:
         _check_settings(store, member, task.name, split)
         wanted = member.k if samples is None else samples
@@ -192,9 +266,23 @@ async def collect(
             collected=0,
             tokens=0,
             errors=0,
+            replicas=replica_line(member),
         )
         writer = _Writer(member, task, split, store, counter, display, row)
-        jobs += [writer.question(question, missing) for question, missing in todo]
+        writers[member.name] = writer
+        if adaptive is None:
+            jobs += [writer.question(question, missing) for question, missing in todo]
+    tally = None
+    if adaptive is not None:
+        tally = AdaptiveTally(adaptive)
+        stored_answers: dict[tuple[str, str], dict[int, str | None]] = {}
+        for sample in store.each_sample(split=split, models=list(writers), task=task.name):
+            stored_answers.setdefault((sample.model, sample.question_id), {})[sample.sample] = (
+                sample.answer
+            )
+        accuracy = dict(validation_accuracy or {})
+        joint = _Joint(members, task, writers, stored_answers, adaptive, accuracy, tally)
+        jobs = [joint.question(question) for question in questions]
     running = [asyncio.ensure_future(job) for job in jobs]
     try:
         await asyncio.gather(*running)
@@ -204,7 +292,70 @@ async def collect(
             pending.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
-    return CollectReport(counters, time.perf_counter() - started, split, task.name)
+    return CollectReport(counters, time.perf_counter() - started, split, task.name, tally)
+
+
+@dataclass(frozen=True)
+class _Joint:
+    """Adaptive collection: one question's samples drawn jointly by every model's writer."""
+
+    members: Sequence[Member]
+    task: Task
+    writers: Mapping[str, _Writer]
+    stored: Mapping[tuple[str, str], Mapping[int, str | None]]
+    """Answers already stored, by (model, question id) and sample number."""
+    policy: Policy
+    validation_accuracy: Mapping[str, float]
+    tally: AdaptiveTally
+
+    async def question(self, question: Question) -> None:
+        """Replay the stored samples, draw the rounds the policy still asks for, store them."""
+        stored = {m.name: self.stored.get((m.name, question.id), {}) for m in self.members}
+
+        async def draw(member: Member, numbers: Sequence[int]) -> ModelSamples:
+            have = stored[member.name]
+            missing = [i for i in numbers if i not in have]
+            got = ModelSamples(member.name, [], [])
+            if missing:
+                got = await self.writers[member.name].question(question, missing)
+            if got.error is not None:
+                return got
+            new = dict(zip(missing, got.answers, strict=True))
+            answers = [have[i] if i in have else new[i] for i in numbers]
+            return ModelSamples(member.name, got.completions, answers, None, got.responses)
+
+        prefix = {name: _prefix(answers) for name, answers in stored.items()}
+        try:
+            sampled = await sample_rounds(
+                self.members,
+                self.task,
+                question,
+                policy=self.policy,
+                validation_accuracy=self.validation_accuracy,
+                draw=draw,
+                drawn=prefix,
+            )
+        except BackendError:
+            return  # every model failed: each writer recorded its failure
+        self.tally.questions += 1
+        self.tally.rounds += sampled.rounds
+        self.tally.full += sampled.full
+        for member, result in zip(self.members, sampled.results, strict=True):
+            writer = self.writers[member.name]
+            held = len(stored[member.name]) + len(result.completions)
+            self.tally.stored += held
+            if result.error is None:
+                writer.store.clear_failure(member.name, self.task.name, question.id, writer.split)
+            # The samples the policy did not need count as done on the progress bar.
+            writer.progress.update(writer.row, advance=max(member.k - held, 0))
+
+
+def _prefix(answers: Mapping[int, str | None]) -> list[str | None]:
+    """The stored answers of samples ``0, 1, ...`` up to the first one missing."""
+    found: list[str | None] = []
+    while len(found) in answers:
+        found.append(answers[len(found)])
+    return found
 
 
 @dataclass(frozen=True)
@@ -219,10 +370,16 @@ class _Writer:
     progress: Progress
     row: TaskID
 
-    async def question(self, question: Question, missing: list[int]) -> None:
-        """Request the ``missing`` samples of ``question``; store them or record the failure."""
+    async def question(self, question: Question, missing: Sequence[int]) -> ModelSamples:
+        """Request the ``missing`` samples of ``question``; store them or record the failure.
+
+        Returns what arrived (answers in the order of ``missing``; a failure's ``error``).
+        """
         got = 0
         error: str | None = None
+        found: dict[int, Completion] = {}
+        answers: dict[int, str | None] = {}
+        responses = 0
         stream = sample_stream(self.member, self.task, question, missing)
         async with contextlib.aclosing(stream):
             while True:
@@ -233,7 +390,9 @@ class _Writer:
                 except BackendError as failure:
                     error = str(failure)
                     break
-                await self._commit(question, batch)
+                responses += 1
+                found.update(batch)
+                answers.update((s.sample, s.answer) for s in await self._commit(question, batch))
                 got += len(batch)
         if error is None and got != len(missing):
             error = f"got {got} of {len(missing)} samples"
@@ -242,11 +401,17 @@ class _Writer:
             self.store.record_failure(name, task, question.id, split, error)
             self.counter.failed_questions += 1
             self.counter.errors.append(f"{question.id}: {error}")
-            self.progress.update(self.row, errors=self.counter.failed_questions)
+            self.progress.update(
+                self.row, errors=self.counter.failed_questions, replicas=replica_line(self.member)
+            )
         else:
             self.store.clear_failure(name, task, question.id, split)
+        arrived = [number for number in missing if number in found]
+        return ModelSamples(
+            name, [found[i] for i in arrived], [answers[i] for i in arrived], error, responses
+        )
 
-    async def _commit(self, question: Question, batch: Batch) -> None:
+    async def _commit(self, question: Question, batch: Batch) -> list[Sample]:
         """Grade ``batch`` (off the event loop: math-verify may be slow) and store it."""
         task = self.task
 
@@ -285,7 +450,30 @@ class _Writer:
             advance=len(samples),
             collected=counter.collected,
             tokens=counter.prompt_tokens + counter.completion_tokens,
+            replicas=replica_line(self.member),
         )
+        return samples
+
+
+def has_validation(store: Store, task: str) -> bool:
+    """Whether ``store`` holds validation samples of ``task``."""
+    return any(h.task == task and h.split == "validation" and h.samples for h in store.summary())
+
+
+def tie_break_accuracy(
+    store: Store,
+    task: str,
+    given: Mapping[str, float],
+    warn: Callable[[str], None] = lambda message: None,
+) -> dict[str, float]:
+    """Tie-break accuracy per model: ``given`` (the pool file's), overridden by the
+    store's validation split of ``task`` when it has one."""
+    from slm_mux.study import stored_validation_accuracy
+
+    accuracy = dict(given)
+    if has_validation(store, task):
+        accuracy.update(stored_validation_accuracy(store.path, task=task, warn=warn))
+    return accuracy
 
 
 async def collect_splits(
@@ -296,8 +484,15 @@ async def collect_splits(
     samples: int | None = None,
     show_progress: bool | None = None,
     log: TextIO | None = None,
+    adaptive: Policy | None = None,
+    validation_accuracy: Mapping[str, float] | None = None,
 ) -> list[CollectReport]:
-    """Collect every split of ``plan`` (and every task of each) with one set of members."""
+    """Collect every split of ``plan`` (and every task of each) with one set of members.
+
+    An ``adaptive`` policy breaks ties by ``validation_accuracy`` (the pool file's)
+    overridden by the store's validation split of each task, read when its
+    collection starts (collect validation first for lossless ``exact`` test samples).
+    """
     reports = []
     for split, question_set in plan.items():
         for task_name, questions in question_set.by_task.items():
@@ -313,6 +508,12 @@ async def collect_splits(
                         store=store,
                         samples=samples,
                         progress=progress,
+                        adaptive=adaptive,
+                        validation_accuracy=(
+                            None
+                            if adaptive is None
+                            else tie_break_accuracy(store, task_name, validation_accuracy or {})
+                        ),
                     )
                 )
     return reports
@@ -327,25 +528,39 @@ def collect_pool(
     samples: int | None = None,
     show_progress: bool | None = None,
     log: TextIO | None = None,
+    adaptive: Policy | None = None,
 ) -> list[CollectReport]:
     """Build the pool's backends once, collect every split of ``plan``, close the backends.
 
     ``models`` picks models by name (default: the whole pool); ``samples``
     replaces each model's ``k`` as the number of samples to store per question.
+    ``adaptive`` (default: the pool's ``defaults.adaptive``) samples in rounds and
+    stores only what the policy draws (:func:`collect`).
     """
+    policy = Policy.parse(pool.defaults.adaptive) if adaptive is None else adaptive
+    if policy.kind != "full" and samples is not None:
+        raise InputError(
+            f"--samples with adaptive {policy}: adaptive collection stores at most the "
+            "pool's k samples per model (set k in the pool file, or use --adaptive full)"
+        )
     members = members_of(pool, models=models)
 
     async def run() -> list[CollectReport]:
         try:
             with Store(store) as opened:
-                return await collect_splits(
-                    members,
-                    plan,
-                    store=opened,
-                    samples=samples,
-                    show_progress=show_progress,
-                    log=log,
-                )
+                try:
+                    return await collect_splits(
+                        members,
+                        plan,
+                        store=opened,
+                        samples=samples,
+                        show_progress=show_progress,
+                        log=log,
+                        adaptive=policy,
+                        validation_accuracy=pool.validation_accuracy,
+                    )
+                finally:  # also when interrupted
+                    save_replica_stats(opened, members)
         finally:
             await close_members(members)
 

@@ -14,7 +14,9 @@ A run has phases: first the independent samples (``k`` per model per question, o
 call each), shared by ``slm-mux``, ``agent-forest``, ``sc``, ``single`` and
 ``oracle``; then each selected discussion method. Within a phase all questions run at
 once (the backends bound their own concurrency); within a question the method's own
-calls of a round go out together.
+calls of a round go out together. With an adaptive policy (``--adaptive``, not ``full``)
+a last phase ``slm-mux@POLICY`` draws SLM-MUX's samples live in the policy's rounds, one
+recorded call per model and round.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from typing import Any, TextIO
 
 from rich.progress import Progress
 
-from slm_mux.collect import collect_splits, progress_display
+from slm_mux.adaptive import Policy
+from slm_mux.backends.base import Completion
+from slm_mux.collect import collect_splits, has_validation, progress_display, tie_break_accuracy
 from slm_mux.comparison import SHARED, SHARED_METHODS, Comparison, Groupthink, MethodResult
-from slm_mux.engine import sample_seed
+from slm_mux.engine import ModelSamples, mux_decision, sample_rounds, sample_seed
 from slm_mux.errors import BackendError, InputError, StoreError
 from slm_mux.live import ROLES, best_model, resolve_roles, send
 from slm_mux.members import Member, close_members
@@ -122,6 +126,18 @@ class RecordingCaller:
         self, model: str, step: str, messages: list[Message], *, n: int = 1
     ) -> list[str]:
         """The ``n`` replies of ``model``: from the store, else from its backend (stored)."""
+        return await self._call(model, step, messages, n, None)
+
+    async def samples(self, member: Member, messages: list[Message], numbers: range) -> list[str]:
+        """Samples ``numbers`` of ``member``'s independent-sample stream (step
+        ``sample@FIRST``): seeded like the shared phase's samples of the same numbers."""
+        key = f"{self.question.id}:{SHARED}:sample:{member.name}"
+        seed = sample_seed(member.seed, key, numbers[0])
+        return await self._call(member.name, f"sample@{numbers[0]}", messages, len(numbers), seed)
+
+    async def _call(
+        self, model: str, step: str, messages: list[Message], n: int, seed: int | None
+    ) -> list[str]:
         phase, question = self.phase, self.question
         key = (question.id, step, model)
         stored = phase.recorded.get(key)
@@ -137,20 +153,22 @@ class RecordingCaller:
         member = phase.members.get(model)
         if member is None:
             raise InputError(f"model {model!r} is not in the pool")
-        call = await self._send(member, step, messages, n)
+        if seed is None:
+            seed_key = f"{question.id}:{phase.method}:{step}:{member.name}"
+            seed = sample_seed(member.seed, seed_key, 0)
+        call = await self._send(member, step, messages, n, seed)
         phase.store.add_call(call)
         phase.recorded[key] = call
         self.used.append(key)
         return call.replies
 
     async def _send(
-        self, member: Member, step: str, messages: list[Message], n: int
+        self, member: Member, step: str, messages: list[Message], n: int, seed: int | None
     ) -> RecordedCall:
         """One call through the member's backend: every reply, the responses it took."""
         phase, question = self.phase, self.question
-        seed_key = f"{question.id}:{phase.method}:{step}:{member.name}"
         started = time.perf_counter()
-        sent = await send(member, messages, n, sample_seed(member.seed, seed_key, 0))
+        sent = await send(member, messages, n, seed)
         phase.sent += sent.responses
         return RecordedCall(
             method=phase.method,
@@ -235,6 +253,34 @@ def _sampler(task: Task, members: Sequence[Member]) -> Run:
     return sample
 
 
+def _adaptive_sampler(
+    task: Task, members: Sequence[Member], policy: Policy, accuracy: Mapping[str, float]
+) -> Run:
+    """SLM-MUX with its samples drawn in ``policy``'s rounds, each round's call recorded."""
+
+    async def sample(question: Question, caller: RecordingCaller) -> MethodOutcome:
+        messages = task.messages(question)
+
+        async def draw(member: Member, numbers: Sequence[int]) -> ModelSamples:
+            try:
+                texts = await caller.samples(member, messages, range(numbers[0], numbers[-1] + 1))
+            except BackendError as error:
+                return ModelSamples(member.name, [], [None] * len(numbers), str(error))
+            completions = [Completion(text, None, None, 0.0, None) for text in texts]
+            return ModelSamples(member.name, completions, [task.extract(t) for t in texts])
+
+        sampled = await sample_rounds(
+            members, task, question, policy=policy, validation_accuracy=accuracy, draw=draw
+        )
+        k = {m.name: m.k for m in members}
+        decision = mux_decision(sampled.results, task, accuracy, k)
+        failures = [{"model": r.model, "error": r.error} for r in sampled.results if r.error]
+        detail = {"rounds": sampled.rounds, "samples": sampled.drawn, "failures": failures}
+        return MethodOutcome(decision.answer, detail=detail)
+
+    return sample
+
+
 def _shared_answers(
     method: str,
     answers: dict[str, list[str | None]],
@@ -297,12 +343,17 @@ async def compare(
     validation_accuracy: Mapping[str, float] | None = None,
     show_progress: bool | None = None,
     log: TextIO | None = None,
+    adaptive: Policy | None = None,
 ) -> Comparison:
     """Run ``methods`` on ``questions`` with recorded calls; their results, also stored.
 
     ``settings`` gives the discussion methods' options (default: each one's defaults);
     ``validation_accuracy`` breaks SLM-MUX's confidence ties and picks the best model
     (``sc``, ``single``, the default moa aggregator and mav generator), else pool order.
+    With an ``adaptive`` policy other than ``full`` and ``slm-mux`` among ``methods``, a
+    row ``slm-mux@POLICY`` follows ``slm-mux``: SLM-MUX with its samples drawn live in
+    the policy's rounds (recorded calls of their own; sample ``i`` seeded as the shared
+    sample ``i``, so ``exact`` decides as ``slm-mux`` where the backend keeps seeds).
     """
     accuracy = dict(validation_accuracy or {})
     best = best_model(members, accuracy)
@@ -369,12 +420,21 @@ async def compare(
             ]
             groupthink = _groupthink(done.outcomes, correct, task, questions)
             result(method, made, done, correct, groupthink=groupthink)
-    ordered = {method: results[method] for method in methods}
+        if adaptive is not None and adaptive.kind != "full" and "slm-mux" in methods:
+            name = f"slm-mux@{adaptive}"
+            if log is not None:
+                print(f"compare: {name}, {len(questions)} questions", file=log)
+            made, key = phase(name, {"k": {m.name: m.k for m in members}})
+            sampler = _adaptive_sampler(task, members, adaptive, accuracy)
+            done = await _run_phase(made, questions, sampler, display, key)
+            correct = [
+                task.grade(o.answer, q.reference)
+                for o, q in zip(done.outcomes, questions, strict=True)
+            ]
+            result(name, made, done, correct)
+    order = [m for method in methods for m in (method, f"slm-mux@{adaptive}") if m in results]
+    ordered = {method: results[method] for method in dict.fromkeys(order)}
     return Comparison(task.name, split, len(questions), ordered)
-
-
-def _has_validation(store: Store, task: str) -> bool:
-    return any(h.task == task and h.split == "validation" and h.samples for h in store.summary())
 
 
 async def _tie_break_accuracy(
@@ -389,20 +449,16 @@ async def _tie_break_accuracy(
 ) -> dict[str, float]:
     """Validation accuracy per model: the pool file's, overridden by the store's validation
     split (collected first from ``validation`` when the store has none)."""
-    from slm_mux.study import stored_validation_accuracy
-
-    accuracy = {
-        m.name: m.validation_accuracy for m in pool.models if m.validation_accuracy is not None
-    }
-    if not _has_validation(store, task.name) and validation:
+    accuracy = pool.validation_accuracy
+    if not has_validation(store, task.name) and validation:
         plan: dict[Split, QuestionSet] = {"validation": QuestionSet({task.name: list(validation)})}
         reports = await collect_splits(
             members, plan, store=store, show_progress=show_progress, log=log
         )
         if not all(report.complete for report in reports):
             warn("some validation questions failed; tie-breaks use what was collected")
-    if _has_validation(store, task.name):
-        accuracy.update(stored_validation_accuracy(store.path, task=task.name, warn=warn))
+    if has_validation(store, task.name):
+        accuracy = tie_break_accuracy(store, task.name, accuracy, warn)
     elif not accuracy:
         warn(
             f"{store.path}: no validation samples of task {task.name!r} (see --validation-data): "
@@ -424,14 +480,17 @@ def compare_pool(
     show_progress: bool | None = None,
     log: TextIO | None = None,
     warn: Callable[[str], None] = lambda message: None,
+    adaptive: Policy | None = None,
 ) -> Comparison:
     """Build the pool's backends once, compare ``methods`` on ``questions``, close them.
 
     ``options`` gives each discussion method's settings by field (``{"debate":
     {"rounds": 3}}``); every option and role is checked before a model is loaded. ``k``
     replaces every model's own ``k``; ``validation`` questions are collected first when
-    the store has no validation samples of the task.
+    the store has no validation samples of the task. ``adaptive`` (default: the pool's
+    ``defaults.adaptive``) adds an ``slm-mux@POLICY`` row (:func:`compare`).
     """
+    policy = Policy.parse(pool.defaults.adaptive) if adaptive is None else adaptive
     settings = {
         method: METHODS[method].settings(**(options or {}).get(method, {}))
         for method in methods
@@ -462,6 +521,7 @@ def compare_pool(
                     validation_accuracy=accuracy,
                     show_progress=show_progress,
                     log=log,
+                    adaptive=policy,
                 )
         finally:
             await close_members(members)

@@ -56,11 +56,15 @@ def bundled_models(folder: Path = POOL_DIR) -> list[Path]:
 def bundled_pool_file(
     *, k: int, temperature: float, seed: int, folder: Path = POOL_DIR
 ) -> dict[str, Any]:
-    """The pool file (as data) of the bundled models, run in-process by transformers."""
+    """The pool file (as data) of the bundled models, run in-process by transformers.
+
+    One torch CPU thread: the tiny models' operations are too small to split
+    across cores, and each model decodes in its own thread, side by side.
+    """
     return {
         "defaults": {"temperature": temperature, "k": k, "max_tokens": 48, "seed": seed},
         "models": [
-            {"name": path.name, "backend": "transformers", "path": str(path)}
+            {"name": path.name, "backend": "transformers", "path": str(path), "threads": 1}
             for path in bundled_models(folder)
         ],
     }

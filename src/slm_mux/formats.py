@@ -21,6 +21,9 @@ model::
                       "response" | "text" | "raw_response": "..." (optional)}, ...]},
         ...]}
 
+An SQLite file is another store: its samples, questions and failures are
+merged (:func:`~slm_mux.store.stage_store`).
+
 Files are read into a :class:`~slm_mux.store.Staging` area, validated and
 checked against each other there; :func:`import_files` then writes all of
 them to the store in one transaction, or nothing.
@@ -39,7 +42,7 @@ from typing import Any, BinaryIO, Literal, TextIO
 from slm_mux.errors import FormatError, InputError
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
 from slm_mux.sample import SPLITS, Sample
-from slm_mux.store import ImportReport, Staging, Store
+from slm_mux.store import ImportReport, Staging, Store, is_store_file, stage_store
 from slm_mux.tasks import get_task, task_names
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
@@ -493,12 +496,17 @@ def stage_file(
     task: str = "exact",
     model: str | None = None,
 ) -> int:
-    """Validate a file in either format into ``staging``; returns the number of samples read.
+    """Validate a file in any format into ``staging``; returns the number of samples read.
 
     For the authors' layout ``split`` is required and ``model`` overrides the
     file's model. For JSON Lines, ``task`` is the default task, and
-    ``split``/``model``, when given, must match every line.
+    ``split``/``model``, when given, must match every line. An SQLite file is
+    another store, merged whole (:func:`~slm_mux.store.stage_store`).
     """
+    if is_store_file(path):
+        if split is not None or model is not None:
+            raise InputError(f"{path}: a store is merged whole; --split and --model do not apply")
+        return stage_store(staging, path)
     if detect_format(path) == "authors":
         if split is None:
             raise InputError(f"{path}: the authors' layout has no split; give one")

@@ -5,9 +5,11 @@ chat request's messages and the pool's members (backends built once, shared by e
 request) and returns a :class:`LiveAnswer`. Per-request settings (``k``, temperature,
 token limit, seed) are applied to copies of the members; no backend is built per request.
 
-* ``"slm-mux"``: every model samples ``k`` answers at once and the SLM-MUX rule picks
-  one (:func:`slm_mux.engine.sample_pool`, the same code as :class:`slm_mux.Mux`).
-* ``"agent-forest"``: the same samples, the plain majority of all of them pooled.
+* ``"slm-mux"``: every model samples ``k`` answers at once (or in the rounds of an
+  adaptive policy) and the SLM-MUX rule picks one (:func:`slm_mux.engine.sample_rounds`,
+  the same code as :class:`slm_mux.Mux`).
+* ``"agent-forest"``: ``k`` samples per model (never adaptive), the plain majority of
+  all of them pooled.
 * ``"debate"``, ``"moa"``, ``"mav"``: the method of :mod:`slm_mux.methods` through a
   :class:`LiveCaller`; unset roles (aggregator, generator) go to the best validation model.
 * a pool model's name: the request passes through to that model as it is.
@@ -21,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from slm_mux.adaptive import Policy
 from slm_mux.backends.base import GenerationRequest
-from slm_mux.engine import ModelSamples, mux_decision, off_loop_if_slow, sample_pool, sample_seed
+from slm_mux.engine import ModelSamples, mux_decision, off_loop_if_slow, sample_rounds, sample_seed
 from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member
 from slm_mux.methods import METHODS, Settings, vote
@@ -99,7 +102,10 @@ class LiveAnswer:
     for ``slm-mux`` and ``agent-forest``. ``failed`` names the models whose calls
     failed after retries. Tokens are summed over every call, as the servers reported
     them; ``calls`` counts the responses received. ``texts`` holds every reply of a
-    pass-through request (``n`` of them), else just ``text``.
+    pass-through request (``n`` of them), else just ``text``. For ``slm-mux`` and
+    ``agent-forest``, ``policy``'s ``rounds`` of sampling drew ``samples`` of the ``samples_full``
+    that full sampling draws; ``tokens_saved`` estimates the completion tokens not spent
+    (mean per drawn sample times samples not drawn; ``None``: unknown).
     """
 
     method: str
@@ -113,6 +119,11 @@ class LiveAnswer:
     completion_tokens: int
     calls: int
     texts: tuple[str, ...] = ()
+    policy: str | None = None
+    rounds: int = 0
+    samples: int = 0
+    samples_full: int = 0
+    tokens_saved: int | None = None
 
 
 def best_model(members: Sequence[Member], accuracy: Mapping[str, float]) -> str:
@@ -221,14 +232,16 @@ async def answer(
     seed: int | None = None,
     settings: Any = None,
     n: int = 1,
+    adaptive: Policy | None = None,
 ) -> LiveAnswer:
     """Answer one chat request with ``method`` (see the module docstring).
 
     ``k`` (samples per model for ``slm-mux`` and ``agent-forest``), ``temperature``,
     ``max_tokens`` and ``seed`` override each member's own for this request; ``settings``
     are the discussion method's (default: its defaults); ``n`` replies are allowed for a
-    pass-through only. Raises ``InputError`` for an unknown method or bad request and
-    ``BackendError`` when no model answered.
+    pass-through only; ``adaptive`` is SLM-MUX's sampling policy (default ``full``).
+    Raises ``InputError`` for an unknown method or bad request and ``BackendError`` when
+    no model answered.
     """
     changes: dict[str, Any] = {
         name: value
@@ -252,7 +265,8 @@ async def answer(
         raise InputError(f"model {method!r} gives one reply per request, not n={n}")
     chat = ChatTask(task, messages)
     if method in SAMPLED_METHODS:
-        return await _sampled(method, chat, pool, accuracy)
+        policy = adaptive if method == "slm-mux" and adaptive is not None else Policy("full")
+        return await _sampled(method, chat, pool, accuracy, policy)
     spec = METHODS[method]
     chosen = resolve_roles(settings or spec.settings(), best_model(pool, accuracy))
     return await _discussion(method, chat, pool, chosen)
@@ -277,10 +291,17 @@ async def _pass_through(member: Member, messages: list[Message], n: int) -> Live
 
 
 async def _sampled(
-    method: str, chat: ChatTask, pool: Sequence[Member], accuracy: Mapping[str, float]
+    method: str,
+    chat: ChatTask,
+    pool: Sequence[Member],
+    accuracy: Mapping[str, float],
+    policy: Policy,
 ) -> LiveAnswer:
-    """``slm-mux`` or ``agent-forest`` over ``k`` independent samples per model."""
-    results = await sample_pool(pool, chat, chat.question)
+    """``slm-mux`` or ``agent-forest`` over independent samples drawn by ``policy``."""
+    sampled = await sample_rounds(
+        pool, chat, chat.question, policy=policy, validation_accuracy=accuracy
+    )
+    results = sampled.results
     k = {m.name: m.k for m in pool}
 
     def choose() -> tuple[str | None, str | None, float | None, dict[str, dict[str, int]]]:
@@ -313,6 +334,11 @@ async def _sampled(
         completion_tokens=_tokens(results, prompt=False),
         calls=sum(r.responses for r in results),
         texts=(source[1],),
+        policy=str(policy),
+        rounds=sampled.rounds,
+        samples=sampled.drawn,
+        samples_full=sampled.full,
+        tokens_saved=sampled.tokens_saved,
     )
 
 

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails
 
 from slm_mux import backends
-from slm_mux.backends.config import Defaults, ModelBase, Strict
+from slm_mux.backends.config import KEY_ERROR, Defaults, ModelBase, Strict, key_error
 from slm_mux.errors import FormatError, InputError
 from slm_mux.members import Member
 
@@ -67,12 +67,7 @@ else:
     ModelConfig = Annotated[Union[tuple(_CONFIGS.values())], Field(discriminator="backend")]  # noqa: UP007
 """One model of the pool: the entry class its ``backend`` key names."""
 
-_KEY_ERROR = "pool_key"  # our own validation errors: ctx "key" extends the location
 _COMMON_KEYS = frozenset(ModelBase.model_fields)
-
-
-def _key_error(key: str, reason: str) -> PydanticCustomError:
-    return PydanticCustomError(_KEY_ERROR, "{key}: {reason}", {"key": key, "reason": reason})
 
 
 class Pool(Strict):
@@ -86,7 +81,7 @@ class Pool(Strict):
         seen: set[str] = set()
         for i, model in enumerate(self.models):
             if model.name in seen:
-                raise _key_error(f"models[{i}].name", f"duplicate model name {model.name!r}")
+                raise key_error(f"models[{i}].name", f"duplicate model name {model.name!r}")
             seen.add(model.name)
         return self
 
@@ -94,6 +89,13 @@ class Pool(Strict):
     def names(self) -> list[str]:
         """The models' names, in pool order."""
         return [model.name for model in self.models]
+
+    @property
+    def validation_accuracy(self) -> dict[str, float]:
+        """The tie-break accuracies the pool file gives, by model name."""
+        return {
+            m.name: m.validation_accuracy for m in self.models if m.validation_accuracy is not None
+        }
 
     def model(self, name: str) -> ModelBase:
         """The model called ``name``."""
@@ -126,7 +128,7 @@ def _describe(error: ErrorDetails) -> str:
     where, backend = _location(error["loc"])
     kind = error["type"]
     key = str(error["loc"][-1]) if error["loc"] else ""
-    if kind == _KEY_ERROR:
+    if kind == KEY_ERROR:
         context = error.get("ctx", {})
         where = f"{where}.{context['key']}" if where else str(context["key"])
         reason = str(context["reason"])

@@ -13,6 +13,8 @@ Tables:
   prompt messages and reply texts (JSON), tokens, latency and requests sent;
 - ``method_runs``: per compared method and question set, the accumulated wall
   time of the runs that sent requests and the latest result (JSON);
+- ``replica_stats``: per model and server (replica), the requests, failed
+  attempts and cooldowns of the model's latest collection;
 - ``schema_version``: one integer, :data:`SCHEMA_VERSION`; an older store is
   upgraded by the numbered :data:`_MIGRATIONS` when opened for writing.
 
@@ -26,7 +28,8 @@ files, and refuses writes with one line.
 An import goes through a :class:`Staging` file first: every sample of every
 file is validated and checked against the others there, then
 :meth:`Store.import_staged` checks it against the store and writes all of it
-in one transaction, or nothing.
+in one transaction, or nothing. Another store is merged the same way
+(:func:`stage_store`): its samples, questions, failures and compare records.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +53,7 @@ from slm_mux.errors import InputError, StoreError
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.tasks import graded
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the table layout this code reads and writes."""
 
 BUSY_TIMEOUT_S = 30.0
@@ -87,6 +91,18 @@ _CALL_TABLES = (
     ) WITHOUT ROWID""",
 )
 """The tables of live comparisons (schema version 3; a migration may meet them made)."""
+
+_REPLICA_TABLE = """CREATE TABLE IF NOT EXISTS replica_stats (
+    model TEXT NOT NULL,
+    url TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    cooldowns INTEGER NOT NULL,
+    collected_at TEXT NOT NULL,
+    PRIMARY KEY (model, url)
+) WITHOUT ROWID"""
+"""Per-replica counters of each model's latest collection (schema version 4)."""
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -127,6 +143,7 @@ _SCHEMA = (
         PRIMARY KEY (model, task, split, question_id)
     ) WITHOUT ROWID""",
     *_CALL_TABLES,
+    _REPLICA_TABLE,
 )
 
 _COLUMNS = tuple(field.name for field in fields(Sample))
@@ -295,6 +312,8 @@ class ImportReport:
     overwritten (``--replace``);
     ``regraded`` samples came with a ``correct`` that the grader contradicts
     (the grader's verdict was stored), the first of them at ``first_regraded``.
+    From merged stores, ``failures`` failed questions were added and
+    ``records`` compare records (by kind) added or replaced.
     """
 
     read: int
@@ -302,6 +321,22 @@ class ImportReport:
     replaced: int
     regraded: int
     first_regraded: str | None
+    failures: int = 0
+    records: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One server's counters in a model's latest collection: requests sent, failed
+    attempts, cooldowns begun; ``position`` is its place in the pool file's list."""
+
+    model: str
+    url: str
+    position: int
+    requests: int
+    errors: int
+    cooldowns: int
+    collected_at: str
 
 
 @dataclass(frozen=True)
@@ -419,9 +454,49 @@ def _add_call_tables(conn: _Connection) -> None:
         conn.execute(statement)
 
 
-_MIGRATIONS: dict[int, Callable[[_Connection], None]] = {1: _regrade, 2: _add_call_tables}
+def _add_replica_table(conn: _Connection) -> None:
+    """Migration 3 -> 4: per-replica counters of collections."""
+    conn.execute(_REPLICA_TABLE)
+
+
+_MIGRATIONS: dict[int, Callable[[_Connection], None]] = {
+    1: _regrade,
+    2: _add_call_tables,
+    3: _add_replica_table,
+}
 """Migration ``n`` turns a version ``n`` store into version ``n + 1``."""
 
+
+@dataclass(frozen=True)
+class _Records:
+    """A table of compare records that a merge carries: a record under a stored key must
+    agree on ``compared`` (as a sample on its answer) or ``--replace`` overwrites it."""
+
+    table: str
+    what: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    compared: tuple[str, ...]
+
+    def describe(self, key: Sequence[object]) -> str:
+        """The record named by its key values."""
+        named = ", ".join(
+            f"{name} {_shown(value)}" for name, value in zip(self.key, key, strict=True)
+        )
+        return f"{self.what} ({named})"
+
+
+_RECORDS = (
+    _Records("calls", "compare call", _CALL_FIELDS, _CALL_FIELDS[:7], ("n", "messages", "replies")),
+    _Records(
+        "method_runs",
+        "method run",
+        tuple(field.name for field in fields(MethodRun)),
+        ("method", "config_hash", "task", "split", "questions_hash"),
+        ("result",),
+    ),
+)
+"""The compare tables a merge carries, checked like samples."""
 
 _STAGED_FROM = {"model": "l", "task": "l", "question_id": "l", "split": "l", "reference": "r"}
 _STAGED_COLUMNS = ", ".join(f"{_STAGED_FROM.get(column, 's')}.{column}" for column in _COLUMNS)
@@ -437,6 +512,10 @@ _STAGING_SCHEMA = (
     "CREATE TABLE repeats (slot INTEGER, sample INTEGER, answer, origin INTEGER)",
     "CREATE INDEX repeat_keys ON repeats (slot, sample)",
     "CREATE TABLE questions (task, split, question_id, text, reference, origin)",
+    "CREATE TABLE failures (model, task, question_id, split, error, attempts, last_at, "
+    "PRIMARY KEY (model, task, split, question_id))",
+    *(f"CREATE TABLE {r.table} ({', '.join(r.columns)}, origin INTEGER)" for r in _RECORDS),
+    *(f"CREATE INDEX {r.table}_keys ON {r.table} ({', '.join(r.key)})" for r in _RECORDS),
     f"CREATE VIEW staged AS SELECT {_STAGED_COLUMNS}, s.given, s.origin "
     "FROM samples s JOIN slots l ON l.id = s.slot JOIN refs r ON r.id = s.ref",
 )
@@ -450,6 +529,15 @@ _SEEN_BITS = 1 << 10
 _Group = tuple[int, int, dict[str | None, bool | None]]
 """A staged (model, task, split, question, reference): slot, reference number, and the
 verdicts of the answers met so far."""
+
+
+def _other_settings(model: str, task: str, split: str, than: str) -> str:
+    """Why samples drawn with other generation settings than ``than`` are refused."""
+    return (
+        f"model {model!r} has {split} samples ({task}) drawn with other generation settings "
+        f"(model, temperature, max_tokens or seed) than {than}; nothing imported "
+        "(collect one model name with one set of settings)"
+    )
 
 
 class Staging:
@@ -489,6 +577,7 @@ class Staging:
         self._seen_far: set[tuple[int, int]] = set()
         self._repeats: list[tuple[int, int, str | None, int]] = []
         self._repeated = 0
+        self._settings_given = False
         self.read = 0
         self.regraded = 0
         self.first_regraded: str | None = None
@@ -496,7 +585,8 @@ class Staging:
     def source(self, name: str, unit: str = "line") -> int:
         """Register a file; returns the base of its origins (add a line or response index).
 
-        ``unit`` is ``"line"`` (shown ``file:N``) or ``"response"`` (``file: responses[N]``).
+        ``unit`` is ``"line"`` (shown ``file:N``), ``"response"`` (``file: responses[N]``)
+        or ``"store"`` (a merged store, shown by its name: its rows have no address).
         """
         self._sources.append((name, unit))
         return (len(self._sources) - 1) << 32
@@ -505,6 +595,8 @@ class Staging:
         """The ``file:line`` (or ``file: responses[i]``) of an origin."""
         name, unit = self._sources[origin >> 32]
         position = origin & 0xFFFFFFFF
+        if unit == "store":
+            return name
         return f"{name}:{position}" if unit == "line" else f"{name}: responses[{position}]"
 
     def add_samples(self, rows: Iterable[tuple[tuple[str, ...], tuple[Any, ...]]]) -> None:
@@ -609,6 +701,7 @@ class Staging:
     def _insert(self, optional: tuple[str, ...], batch: list[tuple[object, ...]]) -> None:
         """Stage and empty one batch of rows that give the same ``optional`` columns."""
         self.read += len(batch)
+        self._settings_given |= "settings_hash" in optional
         names = ["slot", "sample", "ref", "answer", "correct"]
         names += ["given" if name == "correct" else name for name in optional]
         names.append("origin")
@@ -675,7 +768,9 @@ class Staging:
 
     def check(self) -> None:
         """Raise :class:`InputError` at the first record that contradicts an earlier one:
-        a sample with another answer, or a question id with another text or reference."""
+        a sample with another answer, a question id with another text or reference, a
+        model's samples of one task and split drawn with two generation settings, or a
+        compare record with other replies or result."""
         row = (
             self._repeated
             and self._conn.execute(
@@ -696,6 +791,60 @@ class Staging:
             if kind in self._clashes:
                 origin, message = self._clashes[kind]
                 raise InputError(f"{self.where(origin)}: {message}")
+        self._check_settings()
+        self._check_records()
+
+    def add_failures(self, rows: Sequence[tuple[object, ...]]) -> None:
+        """Stage failures of a merged store (the first staged for a key stays)."""
+        self._conn.execute("BEGIN")
+        self._conn.executemany(
+            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+        )
+        self._conn.execute("COMMIT")
+
+    def add_records(self, records: _Records, rows: Iterable[Sequence[object]]) -> None:
+        """Stage compare records of a merged store: their columns, then their origin."""
+        marks = ", ".join("?" * (len(records.columns) + 1))
+        self._conn.execute("BEGIN")
+        self._conn.executemany(f"INSERT INTO {records.table} VALUES ({marks})", rows)
+        self._conn.execute("COMMIT")
+
+    def _check_records(self) -> None:
+        """Raise at the first staged compare record that disagrees with an earlier one."""
+        for records in _RECORDS:
+            differ = " OR ".join(f"a.{c} IS NOT b.{c}" for c in records.compared)
+            row = self._conn.execute(
+                f"SELECT b.origin, a.origin, {', '.join(f'b.{c}' for c in records.key)} "
+                f"FROM {records.table} a JOIN {records.table} b USING ({', '.join(records.key)}) "
+                f"WHERE a.origin < b.origin AND ({differ}) ORDER BY b.origin, a.origin LIMIT 1"
+            ).fetchone()
+            if row is not None:
+                raise InputError(
+                    f"{self.where(row[0])}: {records.describe(row[2:])} has other "
+                    f"{' or '.join(records.compared)} than at {self.where(row[1])}"
+                )
+
+    def _check_settings(self) -> None:
+        """Raise at the first model whose staged samples of one task and split were drawn
+        with two generation settings."""
+        first: dict[tuple[str, str, str], tuple[str, int]] = {}
+        for model, task, split, settings, origin in self.settings():
+            seen, seen_at = first.setdefault((model, task, split), (settings, origin))
+            if seen != settings:
+                than = f"at {self.where(seen_at)}"
+                reason = _other_settings(model, task, split, than)
+                raise InputError(f"{self.where(origin)}: {reason}")
+
+    def settings(self) -> list[tuple[str, str, str, str, int]]:
+        """(model, task, split, settings hash, first origin) of every staged settings hash."""
+        if not self._settings_given:
+            return []
+        rows = self._conn.execute(
+            "SELECT l.model, l.task, l.split, s.settings_hash, MIN(s.origin) "
+            "FROM samples s JOIN slots l ON l.id = s.slot WHERE s.settings_hash IS NOT NULL "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 5"
+        )
+        return [tuple(row) for row in rows]
 
     def close(self) -> None:
         """Close and delete the staging file."""
@@ -712,6 +861,99 @@ class Staging:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# Merge
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite file."""
+
+_MERGED_OPTIONAL = (
+    "text",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "finish_reason",
+    "settings_hash",
+    "created_at",
+)
+"""The optional :class:`Sample` columns a merge carries (``correct`` is graded again)."""
+
+
+def is_store_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an SQLite file (by its header), so a store to merge."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+@contextmanager
+def _read_source(path: Path, copy: Path) -> Iterator[Store]:
+    """``path`` opened read-only; a store of an older schema version is copied to ``copy``
+    (deleted afterwards) and upgraded there, so the file itself is never written."""
+    uri = path.absolute().as_uri() + "?mode=ro"
+    try:
+        source = Store(path, readonly=True)
+    except StoreError:
+        try:
+            with closing(_connect(path, uri)) as conn:
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+        except StoreError:
+            row = None
+        if row is None or row[0] not in _MIGRATIONS:
+            raise
+        with closing(_connect(path, uri)) as conn, closing(_connect(copy, copy.as_uri())) as to:
+            conn.backup(to)
+        source = Store(copy)
+    try:
+        yield source
+    finally:
+        source.close()
+        copy.unlink(missing_ok=True)
+
+
+def stage_store(staging: Staging, path: str | os.PathLike[str]) -> int:
+    """Stage every sample, question and failure of another store; returns the samples read.
+
+    The store is opened read-only and never written; one of an older schema
+    version is read from an upgraded copy. Its samples pass through the same
+    checks as a file's (graded again, references and texts against each
+    other); so do its compare records (``calls``, ``method_runs``): one under
+    a key staged or stored before must agree with it.
+    """
+    name = str(path)
+    with _read_source(Path(path), staging.path.with_name("upgraded.db")) as source:
+        base = staging.source(name, "store")
+        before = staging.read
+        columns = ", ".join((*REQUIRED_COLUMNS, *_MERGED_OPTIONAL))
+        rows = source._conn.execute(f"SELECT {columns} FROM samples {_SAMPLE_ORDER}")
+        staging.add_samples((_MERGED_OPTIONAL, (*row, base + i)) for i, row in enumerate(rows))
+        position = base + staging.read - before
+        questions: dict[tuple[str, str], list[tuple[str, str, str, int]]] = {}
+        for task, split, qid, text, reference in source._conn.execute(
+            "SELECT task, split, question_id, text, reference FROM questions "
+            "ORDER BY task, split, question_id"
+        ):
+            questions.setdefault((task, split), []).append((qid, text, reference, position))
+            position += 1
+        for (task, split), rows_of in questions.items():
+            staging.add_questions(task, split, rows_of)
+        staging.add_failures(
+            source._conn.execute(
+                "SELECT model, task, question_id, split, error, attempts, last_at FROM failures "
+                "ORDER BY model, task, split, question_id"
+            ).fetchall()
+        )
+        for records in _RECORDS:
+            found = source._conn.execute(
+                f"SELECT {', '.join(records.columns)} FROM {records.table} "
+                f"ORDER BY {', '.join(records.key)}"
+            ).fetchall()
+            staging.add_records(records, [(*row, position + i) for i, row in enumerate(found)])
+            position += len(found)
+    return staging.read - before
 
 
 class Store:
@@ -902,9 +1144,60 @@ class Store:
                 ).fetchone()
                 if differing and not replace:
                     raise StoreError(self._answer_conflict(staging))
-                return self._insert_staged(staging, replace, stored, differing)
+                self._check_staged_settings(staging)
+                records = {r.what: self._merge_records(staging, r, replace) for r in _RECORDS}
+                failures = self._merge_failures()
+                report = self._insert_staged(staging, replace, stored, differing)
+                return replace_fields(report, failures=failures, records=records)
         finally:
             self._conn.execute("DETACH DATABASE staging")
+
+    # Merge
+
+    def _check_staged_settings(self, staging: Staging) -> None:
+        """Raise when a model's staged samples of one task and split were drawn with other
+        generation settings than its stored ones (collect would refuse the store)."""
+        for model, task, split, settings, origin in staging.settings():
+            if self.settings_hashes(model, task, split) - {settings}:
+                where = f"{staging.where(origin)}: "
+                raise StoreError(where + _other_settings(model, task, split, f"{self.path} holds"))
+
+    def _merge_records(self, staging: Staging, records: _Records, replace: bool) -> int:
+        """Store the staged compare records of one table; returns how many were added or
+        replaced. A record stored under its key with other ``compared`` values raises
+        :class:`StoreError` unless ``replace``; one that agrees stays as stored."""
+        columns, key = ", ".join(records.columns), ", ".join(records.key)
+        differ = " OR ".join(f"n.{c} IS NOT s.{c}" for c in records.compared)
+        row = self._conn.execute(
+            f"SELECT n.origin, {', '.join(f'n.{c}' for c in records.key)} "
+            f"FROM staging.{records.table} n JOIN main.{records.table} s USING ({key}) "
+            f"WHERE {differ} ORDER BY n.origin LIMIT 1"
+        ).fetchone()
+        if row is not None and not replace:
+            raise StoreError(
+                f"{staging.where(row[0])}: {records.describe(row[1:])} is stored with other "
+                f"{' or '.join(records.compared)}; nothing imported (--replace overwrites)"
+            )
+        update = ", ".join(f"{c} = excluded.{c}" for c in records.columns if c not in records.key)
+        differs = " OR ".join(f"{records.table}.{c} IS NOT excluded.{c}" for c in records.compared)
+        on_conflict = f"UPDATE SET {update} WHERE {differs}" if replace else "NOTHING"
+        before = self._conn.total_changes
+        self._conn.execute(
+            f"INSERT INTO main.{records.table} ({columns}) SELECT {columns} "
+            f"FROM staging.{records.table} ORDER BY origin ON CONFLICT DO {on_conflict}"
+        )
+        return self._conn.total_changes - before
+
+    def _merge_failures(self) -> int:
+        """Store the staged failures; returns how many were new. A failure is left out when
+        the store already records it, or holds samples of its question (collected here)."""
+        before = self._conn.total_changes
+        self._conn.execute(
+            "INSERT INTO main.failures SELECT * FROM staging.failures f WHERE NOT EXISTS "
+            "(SELECT * FROM main.samples s WHERE s.model = f.model AND s.task = f.task "
+            "AND s.split = f.split AND s.question_id = f.question_id) ON CONFLICT DO NOTHING"
+        )
+        return self._conn.total_changes - before
 
     def _check_staged(self, staging: Staging) -> None:
         """Raise at the first staged reference or question text the store contradicts.
@@ -1165,6 +1458,28 @@ class Store:
         )
         return [Failure(*row) for row in rows]
 
+    # Replicas
+
+    def save_replica_stats(self, model: str, records: Sequence[tuple[str, int, int, int]]) -> None:
+        """Replace ``model``'s per-replica counters with ``records``, each ``(url, requests,
+        errors, cooldowns)`` in pool-file order, stamped now."""
+        now = utc_now()
+        with self._write():
+            self._conn.execute("DELETE FROM replica_stats WHERE model = ?", (model,))
+            self._conn.executemany(
+                "INSERT INTO replica_stats (model, url, position, requests, errors, cooldowns, "
+                "collected_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(model, url, i, *counts, now) for i, (url, *counts) in enumerate(records)],
+            )
+
+    def replica_stats(self) -> list[ReplicaRecord]:
+        """Every model's per-replica counters, by model, then pool-file order."""
+        rows = self._conn.execute(
+            "SELECT model, url, position, requests, errors, cooldowns, collected_at "
+            "FROM replica_stats ORDER BY model, position"
+        )
+        return [ReplicaRecord(*row) for row in rows]
+
     # Arrays
 
     def sample_columns(
@@ -1190,6 +1505,22 @@ class Store:
             split: SampleColumns.from_cells(split, (row[1:] for row in rows if row[0] == split))
             for split in splits
         }
+
+    def completion_tokens(
+        self, split: str, tasks: Sequence[str]
+    ) -> dict[tuple[str, str], list[int | None]]:
+        """Completion tokens of each (model, question id) of ``tasks`` in ``split``, in sample
+        order (``None`` where none were reported): what adaptive replay weighs samples by."""
+        rows = self._conn.execute(
+            "SELECT model, question_id, completion_tokens FROM samples "
+            f"WHERE split = ? AND task IN ({', '.join('?' * len(tasks))}) "
+            "ORDER BY model, task, split, question_id, sample",
+            [split, *tasks],
+        )
+        tokens: dict[tuple[str, str], list[int | None]] = {}
+        for model, question_id, count in rows:
+            tokens.setdefault((model, question_id), []).append(count)
+        return tokens
 
     # Calls
 

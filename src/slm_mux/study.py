@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
+from slm_mux.adaptive import Policy
 from slm_mux.analysis import (
     Evaluation,
     SampleArrays,
@@ -25,6 +29,12 @@ from slm_mux.analysis import (
     with_test_accuracy,
     write_plots,
     write_report,
+)
+from slm_mux.analysis.adaptive_replay import (
+    REPORTED_POLICIES,
+    FloatArray,
+    Replayed,
+    replay_policies,
 )
 from slm_mux.columns import SampleColumns
 from slm_mux.comparison import Comparison, comparisons_of
@@ -102,6 +112,19 @@ class Study:
                 )
         return cls(Path(store), label, test, validation, warn, texts)
 
+    @cached_property
+    def test_tokens(self) -> FloatArray | None:
+        """Completion tokens of each test sample, laid out as ``test.codes`` (NaN: unknown);
+        ``None`` when the store knows none (imported samples)."""
+        with Store(self.store, create=False) as db:
+            known = db.completion_tokens("test", self.task.split(","))
+        tokens = np.full(self.test.codes.shape, np.nan)
+        for m, model in enumerate(self.test.models):
+            for q, question_id in enumerate(self.test.question_ids):
+                counts = known.get((model, question_id), [])
+                tokens[m, q, : len(counts)] = [np.nan if c is None else c for c in counts]
+        return None if np.isnan(tokens).all() else tokens
+
     @property
     def validation_accuracy(self) -> dict[str, float] | None:
         """Mean per-sample validation accuracy of the models that have validation samples."""
@@ -119,13 +142,44 @@ class Study:
 
     def evaluate(self, *, k: int | None, trials: int, seed: int) -> Evaluation:
         """SLM-MUX and the baselines on test (``k`` defaults to all recorded samples)."""
-        return evaluate(
+        try:
+            return evaluate(
+                self.test,
+                k=fewest_samples(self.test) if k is None else k,
+                trials=trials,
+                seed=seed,
+                validation_accuracy=self.validation_accuracy,
+            )
+        except StoreError as error:
+            raise StoreError(
+                f"{error} (a store collected adaptively holds fewer: "
+                "replay it with --adaptive POLICY)"
+            ) from None
+
+    def evaluate_adaptive(
+        self, policies: Sequence[Policy], *, k: int | None, trials: int, seed: int
+    ) -> tuple[Evaluation | None, Replayed]:
+        """Plain evaluation and ``policies`` replayed on its draws, at ``k`` samples per model
+        (default: the most recorded of any model and question).
+
+        When some model has fewer than ``k`` samples of some question (a store
+        collected adaptively) plain evaluation is impossible: it is ``None`` and
+        the policies replay the recorded samples in recorded order, once.
+        """
+        chosen = int(self.test.recorded.max()) if k is None else k
+        evaluation = None
+        if int(self.test.recorded.min()) >= chosen:
+            evaluation = self.evaluate(k=chosen, trials=trials, seed=seed)
+        replayed = replay_policies(
             self.test,
-            k=fewest_samples(self.test) if k is None else k,
+            policies,
+            k=chosen,
             trials=trials,
             seed=seed,
             validation_accuracy=self.validation_accuracy,
+            tokens=self.test_tokens,
         )
+        return evaluation, replayed
 
     def search(
         self, *, k: int | None, max_models: int, lam: float, trials: int, seed: int
@@ -152,10 +206,12 @@ class Study:
         seed: int,
         k: int | None = None,
         found: SearchResult | None = None,
+        policies: Sequence[Policy] = (),
     ) -> Scaling:
         """Accuracy against samples per model and against number of models.
 
-        ``found`` reuses a search already run with the same ``k``, ``lam`` and sizes.
+        ``found`` reuses a search already run with the same ``k``, ``lam`` and sizes;
+        each of ``policies`` is replayed at every ``k`` of the sweep.
         """
         return scale(
             self._need_validation("scale"),
@@ -166,6 +222,8 @@ class Study:
             max_models=max_models,
             k=k,
             found=found,
+            policies=policies,
+            tokens=self.test_tokens if policies else None,
         )
 
     def comparisons(self) -> list[Comparison]:
@@ -183,15 +241,38 @@ class Study:
         trials: int,
         seed: int,
         title: str | None = None,
+        policies: Sequence[Policy] = REPORTED_POLICIES,
     ) -> Report:
-        """Evaluation, search, scaling and plots as ``report.md`` and ``report.html``."""
+        """Evaluation, search, scaling and plots as ``report.md`` and ``report.html``.
+
+        Each of ``policies`` is replayed at the report's ``k`` and along the
+        sweep over ``k``, for the accuracy-cost plot.
+        """
+        k = fewest_samples(self.test) if k is None else k
         evaluation = self.evaluate(k=k, trials=trials, seed=seed)
+        replayed = None
+        if policies:
+            replayed = replay_policies(
+                self.test,
+                policies,
+                k=k,
+                trials=trials,
+                seed=seed,
+                validation_accuracy=self.validation_accuracy,
+                tokens=self.test_tokens,
+            )
         found = scaling = None
         plots: list[Path] = []
         if self.validation is not None:
             found = self.search(k=k, max_models=max_models, lam=lam, trials=trials, seed=seed)
             scaling = self.scale(
-                max_models=max_models, lam=lam, trials=trials, seed=seed, k=found.k, found=found
+                max_models=max_models,
+                lam=lam,
+                trials=trials,
+                seed=seed,
+                k=found.k,
+                found=found,
+                policies=policies,
             )
             plots = write_plots(scaling, out_dir)
         else:
@@ -199,6 +280,7 @@ class Study:
         md_path, html_path = write_report(
             out_dir,
             evaluation=evaluation,
+            replayed=replayed,
             search=found,
             scaling=scaling,
             plots=plots,

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend, Price
-from slm_mux.backends.openai_compat import _REJECTS_N, backoff_delay, parse_retry_after
+from slm_mux.backends.openai_compat import _REJECTS_N, parse_retry_after
+from slm_mux.backends.replicas import backoff_delay
 from slm_mux.errors import BackendError, InputError
 from slm_mux.testing import FakeServer, FakeServerConfig, Fault, echo_answer, run_fake_server
 
@@ -129,7 +130,9 @@ async def test_429_waits_for_retry_after(
     server.faults.push(Fault.error(429, "slow down", retry_after=0.4))
     backend = make_backend(url)
     completions = await backend.generate(ask(1))
-    assert list(backend.waits) == [("retry", 0.4)]
+    ((kind, seconds),) = backend.waits  # the replica's cooldown, less the instant since
+    assert kind == "retry"
+    assert seconds == pytest.approx(0.4, abs=0.01)
     assert server.request_count == 2
     assert completions[0].text == expected(11, 0)
 
@@ -285,7 +288,7 @@ def test_conflicting_limits_on_one_endpoint_are_an_error() -> None:
         OpenAICompatibleBackend("b", base_url=url, model="m", max_concurrency=8)
     # Equal limits share the endpoint (and so its one concurrency limit).
     same = OpenAICompatibleBackend("c", base_url=url, model="m", max_concurrency=4)
-    assert same._endpoint is first._endpoint
+    assert same.replicas.replicas[0].target is first.replicas.replicas[0].target
 
 
 def test_a_backend_serves_one_event_loop_after_another(

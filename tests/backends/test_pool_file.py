@@ -234,9 +234,9 @@ def test_each_entry_builds_its_backend(tmp_path: Path) -> None:
     pool = load_pool(write(tmp_path, "pool.yaml", POOL_YAML))
     qwen, tiny, fake = (model.build() for model in pool.models)
     assert isinstance(qwen, OpenAICompatibleBackend)
-    assert (qwen.name, qwen.base_url, qwen.model) == (
+    assert (qwen.name, qwen.base_urls, qwen.model) == (
         "qwen-1.5b",
-        "http://127.0.0.1:8000/v1",
+        ["http://127.0.0.1:8000/v1"],
         "Qwen/Qwen2.5-1.5B-Instruct",
     )
     assert qwen.price is not None and qwen.price.output_per_million == 0.2

@@ -1,5 +1,7 @@
-"""Offline analysis of stored samples: evaluation, model-selection search, scaling, reports."""
+"""Offline analysis of stored samples: evaluation, adaptive replay, model-selection search,
+scaling, reports."""
 
+from slm_mux.analysis.adaptive_replay import PolicyScore, Replayed, replay_policies
 from slm_mux.analysis.arrays import (
     NOT_RECORDED,
     SampleArrays,
@@ -31,6 +33,8 @@ __all__ = [
     "Method",
     "ModelsPoint",
     "Outcome",
+    "PolicyScore",
+    "Replayed",
     "SampleArrays",
     "SamplesPoint",
     "Scaling",
@@ -39,6 +43,7 @@ __all__ = [
     "SubsetScore",
     "evaluate",
     "fewest_samples",
+    "replay_policies",
     "scale",
     "search",
     "self_consistency",

@@ -9,7 +9,7 @@ models are otherwise taken in one canonical order, sorted by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -203,23 +203,14 @@ def evaluate(
     if test.models != sorted(test.models):
         test = test.subset(test.models)  # the canonical order
     rank = tie_break_rank([accuracy.get(name) for name in test.models])
-    n_models, n_questions, width = test.codes.shape
-    fixed = bool((test.recorded == k).all())
+    n_models, n_questions, _ = test.codes.shape
+    fixed = all_recorded(test, k)
     runs = 1 if fixed else trials
-    base = bases(test.models, test.question_ids)
-    # Drawn slots become indices into the flattened arrays: one gather per array.
-    cells = np.arange(0, n_models * n_questions * width, width).reshape(n_models, n_questions, 1)
     all_codes, all_correct = test.codes.ravel(), test.sample_correct.ravel()
     scores = np.empty((runs, 2 * n_models + 3))
     share = np.zeros(n_models + 1)
     first_trial: list[Outcome] = []
-    for trial in range(runs):
-        if fixed:
-            drawn = np.arange(k)
-        else:
-            keys = slot_keys(base, seed=seed, trial=trial, width=width)
-            drawn = draw(keys, test.recorded, k)
-        index = cells + drawn
+    for trial, index in enumerate(drawn_indices(test, k=k, trials=trials, seed=seed)):
         codes = all_codes[index]
         chosen = select(codes, k=k, rank=rank)
         scores[trial] = _scores(test, codes, all_correct[index], chosen)
@@ -243,6 +234,29 @@ def evaluate(
         no_answer_share=float(share[0]),
         first_trial=first_trial,
     )
+
+
+def all_recorded(test: SampleArrays, k: int) -> bool:
+    """Whether every model has exactly ``k`` samples of every question (nothing to draw)."""
+    return bool((test.recorded == k).all())
+
+
+def drawn_indices(test: SampleArrays, *, k: int, trials: int, seed: int) -> Iterator[IntArray]:
+    """Per pass, the drawn samples as indices ``[models, questions, k]`` into ``test.codes``
+    flattened (one pass in recorded order when :func:`all_recorded`, else one per trial).
+
+    Everything scored on a draw (:func:`evaluate`, adaptive replay) takes it from here.
+    """
+    n_models, n_questions, width = test.codes.shape
+    # Drawn slots become indices into the flattened arrays: one gather per array.
+    cells = np.arange(0, n_models * n_questions * width, width).reshape(n_models, n_questions, 1)
+    if all_recorded(test, k):
+        yield cells + np.arange(k)
+        return
+    base = bases(test.models, test.question_ids)
+    for trial in range(trials):
+        keys = slot_keys(base, seed=seed, trial=trial, width=width)
+        yield cells + draw(keys, test.recorded, k)
 
 
 def _scores(

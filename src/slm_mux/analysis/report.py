@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from slm_mux.analysis.adaptive_replay import Replayed, method_name
 from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
@@ -56,15 +57,19 @@ def write_report(
     title: str = "SLM-MUX report",
     question_texts: Mapping[str, str] | None = None,
     comparisons: Sequence[Comparison] = (),
+    replayed: Replayed | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths.
 
     ``question_texts`` (by question id), when known, are shown beside each
     question's outcome, cut to :data:`QUESTION_CHARS` characters. Each of
-    ``comparisons`` (``slm-mux compare`` results) gets a "Live comparison" section.
+    ``comparisons`` (``slm-mux compare`` results) gets a "Live comparison" section;
+    ``replayed`` adaptive sampling policies get theirs after the accuracy table.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = _sections(evaluation, search, scaling, plots, question_texts or {})
+    if replayed is not None:
+        sections.insert(1, _adaptive_section(replayed))
     # Before the per-question table, which is always last.
     sections[-1:-1] = [
         _Section("Live comparison", c.note(), c.header, c.rows()) for c in comparisons
@@ -186,6 +191,30 @@ def _sections(
         )
     )
     return sections
+
+
+def _adaptive_section(replayed: Replayed) -> _Section:
+    """The replayed policies at the report's k, beside full SLM-MUX."""
+    return _Section(
+        "Adaptive sampling (replayed on the same draws)",
+        "Each policy draws samples in rounds and stops early (slm_mux.adaptive); samples "
+        "(tokens) is the share of the models x k samples (of their completion tokens) it drew, "
+        "same decision the share of questions where it chose full SLM-MUX's model and answer. "
+        "exact is lossless by construction.",
+        ("policy", "accuracy", "std", "samples", "tokens", "rounds", "same decision"),
+        [
+            (
+                method_name(policy),
+                _percent(s.accuracy),
+                _percent(s.std),
+                _percent(s.samples_fraction),
+                "-" if s.tokens_fraction is None else _percent(s.tokens_fraction),
+                f"{s.rounds:.2f}",
+                "-" if s.same_decision is None else _percent(s.same_decision),
+            )
+            for policy, s in replayed.policies.items()
+        ],
+    )
 
 
 def _markdown(title: str, sections: list[_Section], out_dir: Path) -> str:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slm_mux.adaptive import Policy
+from slm_mux.analysis.adaptive_replay import (
+    FloatArray,
+    PolicyScore,
+    method_name,
+    replay_policies,
+)
 from slm_mux.analysis.arrays import SampleArrays, fewest_samples, validation_accuracy
 from slm_mux.analysis.evaluate import (
     AGENT_FOREST,
@@ -29,7 +37,8 @@ class SamplesPoint:
 
     ``best_single_sc`` is the test self-consistency accuracy at this ``k`` of
     ``best_single_model``, the best single model by validation accuracy (the
-    same model at every ``k``).
+    same model at every ``k``). ``adaptive`` holds each replayed adaptive
+    sampling policy's score on the same draws.
     """
 
     k: int
@@ -37,15 +46,20 @@ class SamplesPoint:
     agent_forest: float
     best_single_sc: float
     best_single_model: str
+    adaptive: dict[Policy, PolicyScore] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The point; ``"adaptive"`` (``{"slm-mux@<policy>": {...}}``) only with replays."""
+        point: dict[str, Any] = {
             "k": self.k,
             "slm_mux": self.slm_mux,
             "agent_forest": self.agent_forest,
             "best_single_sc": self.best_single_sc,
             "best_single_model": self.best_single_model,
         }
+        if self.adaptive:
+            point["adaptive"] = {method_name(p): s.to_json() for p, s in self.adaptive.items()}
+        return point
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,34 @@ class Scaling:
             "by_models": [point.to_json() for point in self.by_models],
         }
 
+    @property
+    def policies(self) -> list[Policy]:
+        """The adaptive sampling policies replayed at every ``k``."""
+        return list(self.by_samples[0].adaptive) if self.by_samples else []
+
+    def adaptive_markdown(self) -> str:
+        """Per ``k``: accuracy and samples fraction of each replayed policy beside full SLM-MUX
+        (empty without replayed policies)."""
+        if not self.policies:
+            return ""
+        return markdown_table(
+            ("k", "SLM-MUX", *(f"{method_name(p)} (samples)" for p in self.policies)),
+            [
+                (
+                    str(point.k),
+                    f"{point.slm_mux:.4f}",
+                    *(
+                        f"{s.accuracy:.4f} ({s.samples_fraction:.3f})"
+                        for s in point.adaptive.values()
+                    ),
+                )
+                for point in self.by_samples
+            ],
+            ["right"] * (2 + len(self.policies)),
+        )
+
     def to_markdown(self) -> str:
-        """Both sweeps as Markdown tables."""
+        """Both sweeps (and the replayed policies per ``k``) as Markdown tables."""
         by_samples = markdown_table(
             ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
             [
@@ -114,10 +154,16 @@ class Scaling:
             ("right", "left", "right", "right"),
         )
         search = "exact" if self.exact else "beam"
+        adaptive = self.adaptive_markdown()
+        if adaptive:
+            adaptive = (
+                "\nAdaptive sampling replayed on the same draws: test accuracy "
+                f"(samples drawn / models x k).\n\n{adaptive}"
+            )
         return (
             "Best single model by validation accuracy; its self-consistency (SC) on test.\n\n"
-            f"{by_samples}\nModels searched on validation and evaluated on test at k={self.k} "
-            f"({search} search, lambda={self.lam:g}).\n\n{by_models}"
+            f"{by_samples}{adaptive}\nModels searched on validation and evaluated on test at "
+            f"k={self.k} ({search} search, lambda={self.lam:g}).\n\n{by_models}"
         )
 
 
@@ -131,6 +177,8 @@ def scale(
     max_models: int,
     k: int | None = None,
     found: SearchResult | None = None,
+    policies: Sequence[Policy] = (),
+    tokens: FloatArray | None = None,
 ) -> Scaling:
     """Sweep ``k = 1 ..`` the fewest samples recorded, and subset sizes ``1 .. max_models``.
 
@@ -140,7 +188,10 @@ def scale(
     on validation at ``k`` (default: the largest ``k`` both splits have), with
     SLM-MUX accuracy and union (oracle) accuracy on test. ``found``, a search
     already run with the same ``k``, ``lam`` and ``max_models``, is reused
-    instead of searching again. Tie-breaks use validation accuracy.
+    instead of searching again. Tie-breaks use validation accuracy. Each of
+    ``policies`` is replayed at every ``k`` on the same draws
+    (:func:`~slm_mux.analysis.adaptive_replay.replay_policies`, with the test
+    samples' completion ``tokens`` when known).
     """
     accuracy = validation_accuracy(validation)
     absent = [name for name in test.models if name not in accuracy]
@@ -159,6 +210,15 @@ def scale(
                 agent_forest=scores[AGENT_FOREST].accuracy,
                 best_single_sc=scores[self_consistency(best_model)].accuracy,
                 best_single_model=best_model,
+                adaptive=_replayed(
+                    test,
+                    policies,
+                    k=samples,
+                    trials=trials,
+                    seed=seed,
+                    accuracy=accuracy,
+                    tokens=tokens,
+                ),
             )
         )
     if found is None:
@@ -194,6 +254,24 @@ def scale(
     )
 
 
+def _replayed(
+    test: SampleArrays,
+    policies: Sequence[Policy],
+    *,
+    k: int,
+    trials: int,
+    seed: int,
+    accuracy: dict[str, float],
+    tokens: FloatArray | None,
+) -> dict[Policy, PolicyScore]:
+    """Each of ``policies`` replayed at ``k`` (nothing to replay: empty)."""
+    if not policies:
+        return {}
+    return replay_policies(
+        test, policies, k=k, trials=trials, seed=seed, validation_accuracy=accuracy, tokens=tokens
+    ).policies
+
+
 def _check_reused(found: SearchResult, *, k: int | None, lam: float, sizes: int) -> None:
     """Raise unless ``found`` was searched at ``k`` (if given), ``lam`` and sizes ``1 .. sizes``."""
     asked_k = found.k if k is None else k
@@ -206,9 +284,10 @@ def _check_reused(found: SearchResult, *, k: int | None, lam: float, sizes: int)
 
 
 def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
-    """PNG plots of both sweeps in ``out_dir``: accuracy vs k, and vs number of models.
+    """PNG plots of both sweeps in ``out_dir``: accuracy vs k, and vs number of models; with
+    replayed adaptive policies, also the accuracy-cost curve (accuracy vs samples drawn).
 
-    Both are drawn on one matplotlib figure, without pyplot (imported only here).
+    All are drawn on one matplotlib figure, without pyplot (imported only here).
     """
     from matplotlib.figure import Figure
 
@@ -240,7 +319,36 @@ def write_plots(scaling: Scaling, out_dir: Path) -> list[Path]:
         xlabel="number of models",
         title=f"Test accuracy vs number of models (k={scaling.k})",
     )
-    return [by_k, by_models]
+    if not scaling.policies:
+        return [by_k, by_models]
+    by_cost = out_dir / "accuracy_vs_samples.png"
+    _plot_cost(figure, by_cost, scaling)
+    return [by_k, by_models, by_cost]
+
+
+def _plot_cost(figure: Figure, path: Path, scaling: Scaling) -> None:
+    """Accuracy against samples drawn per model and question: one point per policy and k
+    (labelled with k), full SLM-MUX drawing all k."""
+    figure.clear()
+    axes = figure.add_subplot()
+    points = scaling.by_samples
+    series = {"SLM-MUX (full)": [(float(p.k), p.slm_mux) for p in points]}
+    for policy in scaling.policies:
+        series[f"adaptive {policy}"] = [
+            (p.adaptive[policy].samples_fraction * p.k, p.adaptive[policy].accuracy) for p in points
+        ]
+    for (label, xy), marker in zip(series.items(), cycle("os^Dvx*P")):
+        axes.plot(*zip(*xy, strict=True), marker=marker, label=label)
+    for p, (x, y) in zip(points, series["SLM-MUX (full)"], strict=True):
+        axes.annotate(f"k={p.k}", (x, y), textcoords="offset points", xytext=(4, -10))
+    axes.set(
+        xlabel="samples drawn per model and question (mean)",
+        ylabel="test accuracy",
+        title="Accuracy vs cost: adaptive sampling against full SLM-MUX",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.savefig(path, dpi=110)
 
 
 def _plot(

@@ -33,7 +33,8 @@ class Completion:
 class GenerationRequest:
     """A chat request for ``n`` samples.
 
-    ``seed`` makes sampling reproducible where the backend supports it.
+    ``seed`` makes sampling reproducible where the backend supports it;
+    ``top_p`` (nucleus sampling, 1: off) is honoured by the in-process backend.
     """
 
     messages: list[dict[str, str]]
@@ -41,6 +42,7 @@ class GenerationRequest:
     temperature: float
     max_tokens: int
     seed: int | None = None
+    top_p: float = 1.0
 
 
 Batch = list[tuple[int, Completion]]

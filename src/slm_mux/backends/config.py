@@ -14,9 +14,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
+from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Backend, Price
+from slm_mux.errors import InputError
+
+KEY_ERROR = "pool_key"
+"""The type of :func:`key_error`'s errors; the pool file appends ``ctx["key"]`` to the location."""
+
+
+def key_error(key: str, reason: str) -> PydanticCustomError:
+    """A pool-file error about ``key`` (relative to where validation is) with ``reason``."""
+    return PydanticCustomError(KEY_ERROR, "{key}: {reason}", {"key": key, "reason": reason})
 
 
 class Strict(BaseModel):
@@ -52,6 +63,20 @@ class Defaults(Strict):
     seed: int | None = Field(
         default=0, description="Base sampling seed; null for unseeded sampling."
     )
+    adaptive: str = Field(
+        default="full",
+        description="SLM-MUX sampling policy: full (k samples per model), exact (lossless, "
+        "in rounds), first-agree, two-unanimous or agree:T; the ask, collect and compare "
+        "flag --adaptive overrides it.",
+    )
+
+    @model_validator(mode="after")
+    def _check_adaptive(self) -> Defaults:
+        try:
+            Policy.parse(self.adaptive)
+        except InputError as error:
+            raise key_error("adaptive", str(error)) from None
+        return self
 
 
 @dataclass(frozen=True)

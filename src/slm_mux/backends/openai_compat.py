@@ -4,7 +4,7 @@ vLLM, SGLang, llama.cpp, Ollama, LM Studio, Together, OpenRouter and OpenAI
 differ only in configuration: base URL, model name, the *name* of the
 environment variable holding the API key, and extra headers.
 
-Policy, all ours (the SDK's own retries are off):
+Policy, all ours (requests go out through :mod:`slm_mux.backends.http`):
 
 * ``n`` samples go in one request. A server that answers with fewer choices,
   or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
@@ -17,10 +17,18 @@ Policy, all ours (the SDK's own retries are off):
   the ``n``-request's choices together, then each single request on its own.
 * Backends on the same endpoint share one concurrency limit and one
   requests-per-minute pacing (requests are spaced ``60 / rpm`` seconds apart).
+* A model may be served by several replicas (``base_urls``); each request goes
+  to the least busy one that is not cooling down (:mod:`slm_mux.backends.replicas`),
+  through one HTTP client per replica. Each replica is its own endpoint: its own
+  concurrency limit, pacing and learned ``n`` support (replicas may run
+  different servers); an ``n``-request goes only to replicas not known to
+  refuse ``n``.
 * 408, 409, 429, 5xx, connection errors, timeouts, malformed JSON and empty
-  ``choices`` are retried with exponential backoff and jitter, or after the
-  server's ``Retry-After`` seconds (both capped at ``backoff_max_s``). Other
-  4xx fail at once. Every attempt is bounded by ``timeout_s``.
+  ``choices`` are retried: the replica that failed cools down for the server's
+  ``Retry-After`` seconds or an exponential backoff with jitter (both capped at
+  ``backoff_max_s``), and the retry goes to another replica, or waits for the
+  first to recover. Other 4xx fail at once. Every attempt is bounded by
+  ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -29,20 +37,18 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import tempfile
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-import openai
-from pydantic import Field
+import httpx2
+from pydantic import Field, model_validator
 
 from slm_mux.backends.base import (
     Batch,
@@ -53,7 +59,9 @@ from slm_mux.backends.base import (
     gather_stream,
     split_tokens,
 )
-from slm_mux.backends.config import ModelBase
+from slm_mux.backends.config import ModelBase, Strict, key_error
+from slm_mux.backends.http import http_client
+from slm_mux.backends.replicas import Replica, ReplicaSet, ReplicaStats
 from slm_mux.errors import BackendError, InputError
 
 # A 400 saying n > 1 is unsupported: "n must be 1", "Unknown parameter: n", "only one
@@ -63,6 +71,7 @@ _REJECTS_N = re.compile(
     re.IGNORECASE,
 )
 _RETRY_STATUSES = frozenset({408, 409, 429})
+_JSON = {"Content-Type": "application/json"}
 
 
 class _Retryable(Exception):
@@ -71,6 +80,8 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.url = ""
+        """The replica that failed (set where the attempt was routed)."""
 
 
 class _NUnsupported(Exception):
@@ -151,6 +162,11 @@ class _Endpoint:
         _write_cache(self.key, supports_n)
 
 
+def _may_honour_n(endpoint: _Endpoint) -> bool:
+    """Whether ``endpoint`` is not known to refuse ``n > 1``."""
+    return endpoint.supports_n is not False
+
+
 _ENDPOINTS: weakref.WeakValueDictionary[tuple[str, str], _Endpoint] = weakref.WeakValueDictionary()
 
 
@@ -198,25 +214,23 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Delay before retry ``attempt`` (1-based): half fixed, half jitter, doubling each time."""
-    ceiling = min(max_s, base_s * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
 def _one_line(text: str, limit: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _server_message(error: openai.APIStatusError) -> str:
-    """The server's own error message."""
-    body = error.body
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        return _one_line(body["message"])
-    if isinstance(body, str) and body.strip():
-        return _one_line(body)
-    return _one_line(error.response.text) or error.response.reason_phrase
+def _server_message(response: httpx2.Response) -> str:
+    """The server's own error message: the JSON ``error.message`` (or ``message``), else
+    the body's text, else the status's reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return _one_line(error["message"])
+    return _one_line(response.text) or response.reason_phrase
 
 
 def _completions(payload: bytes, latency_s: float) -> list[Completion]:
@@ -265,13 +279,16 @@ class OpenAICompatibleBackend:
     follow :mod:`slm_mux.backends.base`: the prompt is split evenly across the
     choices of a response, the completion tokens in proportion to each
     choice's text length. ``latency_s`` is the successful attempt's duration.
+
+    ``base_url`` is one server, or a list of replicas serving the same model,
+    each a URL or ``(URL, max_concurrency)``; a bare URL takes ``max_concurrency``.
     """
 
     def __init__(
         self,
         name: str,
         *,
-        base_url: str,
+        base_url: str | Sequence[str | tuple[str, int]],
         model: str,
         api_key_env: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -291,37 +308,41 @@ class OpenAICompatibleBackend:
                 raise InputError(f"model {name!r}: environment variable {api_key_env} is not set")
             api_key = value
         self.name = name
-        self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.price = price
         self.usage = Usage()
         self.waits: deque[tuple[str, float]] = deque(maxlen=256)
-        """The latest waits before an attempt, newest last: ``("retry", s)`` or ``("pace", s)``."""
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        """The latest waits before an attempt, newest last: ``("retry", s)`` while every
+        replica cooled down, or ``("pace", s)`` under the requests-per-minute limit."""
         self._always_n = supports_n is True
-        self._endpoint = _endpoint(
-            name, self.base_url, model, max_concurrency, requests_per_minute, supports_n
+        entries = [base_url] if isinstance(base_url, str) else list(base_url)
+        replicas = []
+        for entry in entries:
+            url, limit = (entry, max_concurrency) if isinstance(entry, str) else entry
+            url = url.rstrip("/")
+            state = _endpoint(name, url, model, limit, requests_per_minute, supports_n)
+            replicas.append(Replica(url, limit, state))
+        self.base_urls = [replica.url for replica in replicas]
+        self.replicas = ReplicaSet(
+            replicas, seed=name, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s
         )
-        self._jitter = random.Random(f"retry:{name}")
-        self._client_options: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": self.base_url,
-            "default_headers": dict(headers or {}),
-            "max_retries": 0,
-            "timeout": timeout_s,
-        }
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._api_key = api_key
+        self._headers = dict(headers or {})
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, httpx2.AsyncClient]
+        ] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
+        urls = self.base_urls[0] if len(self.base_urls) == 1 else self.base_urls
         return (
-            f"OpenAICompatibleBackend(name={self.name!r}, base_url={self.base_url!r}, "
-            f"model={self.model!r})"
+            f"OpenAICompatibleBackend(name={self.name!r}, base_url={urls!r}, model={self.model!r})"
         )
+
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Requests, failed attempts and cooldowns per replica so far, in pool-file order."""
+        return self.replicas.stats()
 
     @property
     def cost_usd(self) -> float | None:
@@ -336,13 +357,12 @@ class OpenAICompatibleBackend:
         """The ``n``-request's choices as one batch, then each single request as it finishes."""
         if request.n < 1:
             raise ValueError("n must be at least 1")
-        endpoint = self._endpoint
         got = 0
-        if request.n > 1 and endpoint.supports_n is not False:
+        if request.n > 1 and any(_may_honour_n(r.target) for r in self.replicas.replicas):
             try:
-                first = await self._request(request, request.n, request.seed)
+                first, endpoint = await self._request(request, request.n, request.seed)
             except _NUnsupported:
-                endpoint.learn(False)
+                pass
             else:
                 first = first[: request.n]
                 got = len(first)
@@ -356,17 +376,17 @@ class OpenAICompatibleBackend:
             yield batch
 
     async def aclose(self) -> None:
-        """Close the HTTP client of the running event loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+        """Close the HTTP clients of the running event loop."""
+        clients = self._clients.pop(asyncio.get_running_loop(), {})
+        await asyncio.gather(*(client.aclose() for client in clients.values()))
 
     async def _singles(self, request: GenerationRequest, start: int) -> AsyncIterator[Batch]:
         """Samples ``start .. n-1`` as parallel single requests, each yielded as it finishes."""
 
         async def single(index: int) -> tuple[int, Completion]:
             seed = None if request.seed is None else request.seed + index
-            return index, (await self._request(request, 1, seed))[0]
+            completions, _ = await self._request(request, 1, seed)
+            return index, completions[0]
 
         tasks = [asyncio.ensure_future(single(i)) for i in range(start, request.n)]
         try:
@@ -379,18 +399,26 @@ class OpenAICompatibleBackend:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _client(self) -> openai.AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+    def _client(self, replica: Replica[_Endpoint]) -> httpx2.AsyncClient:
+        """The HTTP client of ``replica`` in the running event loop (:mod:`.http`), with
+        room for the replica's ``max_concurrency`` connections."""
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(replica.url)
         if client is None:
-            client = openai.AsyncOpenAI(**self._client_options)
-            self._clients[loop] = client
+            client = http_client(
+                replica.url,
+                api_key=self._api_key,
+                headers=self._headers,
+                max_concurrency=replica.capacity,
+            )
+            clients[replica.url] = client
         return client
 
     async def _request(
         self, request: GenerationRequest, n: int, seed: int | None
-    ) -> list[Completion]:
-        """One request for ``n`` choices, retried: at least one choice, or ``BackendError``."""
+    ) -> tuple[list[Completion], _Endpoint]:
+        """One request for ``n`` choices, retried: at least one choice and the endpoint that
+        answered, or ``BackendError`` (``_NUnsupported`` when ``n > 1`` is refused)."""
         body: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages,
@@ -401,69 +429,115 @@ class OpenAICompatibleBackend:
             body["n"] = n
         if seed is not None:
             body["seed"] = seed
+        usable = _may_honour_n if n > 1 else None
         attempt = 1
         while True:
             try:
-                return await self._attempt(body)
+                return await self._attempt(body, usable)
             except _Retryable as failure:
                 if attempt > self.max_retries:
                     raise BackendError(
                         f"model {self.name!r}: gave up after {attempt} attempts at "
-                        f"{self.base_url}: {failure}"
+                        f"{failure.url}: {failure}"
                     ) from None
-                delay = failure.retry_after
-                if delay is None:
-                    delay = backoff_delay(
-                        attempt, self.backoff_base_s, self.backoff_max_s, self._jitter
-                    )
-                self.waits.append(("retry", min(delay, self.backoff_max_s)))
-                await asyncio.sleep(min(delay, self.backoff_max_s))
                 attempt += 1
 
-    async def _attempt(self, body: dict[str, Any]) -> list[Completion]:
-        """One HTTP round trip under the endpoint's limits."""
-        client = self._client()
-        async with self._endpoint.semaphore():
-            paced = await self._endpoint.pace()
+    async def _attempt(
+        self, body: dict[str, Any], usable: Callable[[_Endpoint], bool] | None
+    ) -> tuple[list[Completion], _Endpoint]:
+        """One HTTP round trip to the least busy usable replica (waiting while all cool down).
+
+        A retryable failure cools the replica down; a refusal of ``n`` is learned.
+        """
+        routed = await self.replicas.acquire(usable)
+        if routed is None:
+            raise _NUnsupported("no replica honours n")
+        replica, waited = routed
+        if waited > 0:
+            self.waits.append(("retry", waited))
+        sent_at = self.replicas.now()
+        outcome: Literal["ok", "error", "cancelled"] = "cancelled"
+        try:
+            completions = await self._send(replica, body)
+            outcome = "ok"
+        except _Retryable as failure:
+            outcome = "error"
+            failure.url = replica.url
+            self.replicas.cool(replica, sent_at, failure.retry_after)
+            raise
+        except _NUnsupported:
+            outcome = "error"
+            replica.target.learn(False)
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self.replicas.release(replica, outcome)
+        return completions, replica.target
+
+    async def _send(self, replica: Replica[_Endpoint], body: dict[str, Any]) -> list[Completion]:
+        """One HTTP round trip to ``replica`` under its endpoint's limits."""
+        url, endpoint = replica.url, replica.target
+        client = self._client(replica)
+        async with endpoint.semaphore():
+            paced = await endpoint.pace()
             if paced > 0:
                 self.waits.append(("pace", paced))
             started = time.monotonic()
             try:
-                # The SDK's generic ``post`` skips its per-field request transform,
-                # the largest share of client CPU per request.
                 response = await asyncio.wait_for(
-                    client.post("/chat/completions", body=body, cast_to=httpx.Response),
+                    client.post("chat/completions", content=json.dumps(body), headers=_JSON),
                     self.timeout_s,
                 )
-            except (asyncio.TimeoutError, openai.APITimeoutError):
+            except (asyncio.TimeoutError, httpx2.TimeoutException):
                 raise _Retryable(f"no response within {self.timeout_s:g}s") from None
-            except openai.APIConnectionError as error:
-                cause = error.__cause__ or error
+            except httpx2.TransportError as error:
                 raise _Retryable(
-                    f"connection error: {_one_line(str(cause)) or type(cause).__name__}"
+                    f"connection error: {_one_line(str(error)) or type(error).__name__}"
                 ) from None
-            except openai.APIStatusError as error:
-                raise self._status_failure(error, body) from None
             latency = time.monotonic() - started
+        if response.is_error:
+            raise self._status_failure(response, body, url)
         return _completions(response.content, latency)
 
-    def _status_failure(self, error: openai.APIStatusError, body: dict[str, Any]) -> Exception:
+    def _status_failure(
+        self, response: httpx2.Response, body: dict[str, Any], url: str
+    ) -> Exception:
         """What an HTTP error status means for us: retry, fall back from ``n``, or fail."""
-        status = error.status_code
-        message = _server_message(error)
+        status = response.status_code
+        message = _server_message(response)
         if status in _RETRY_STATUSES or status >= 500:
-            retry_after = parse_retry_after(error.response.headers.get("retry-after"))
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
             return _Retryable(f"{status}: {message}", retry_after)
         if status == 400 and "n" in body and not self._always_n and _REJECTS_N.search(message):
             return _NUnsupported(message)
-        return BackendError(f"model {self.name!r}: {status} from {self.base_url}: {message}")
+        return BackendError(f"model {self.name!r}: {status} from {url}: {message}")
+
+
+class ReplicaConfig(Strict):
+    """One replica of ``base_urls`` written as a mapping."""
+
+    url: str = Field(description="Server URL, e.g. http://host:8000/v1.")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Most requests in flight here; null for the model's."
+    )
 
 
 class OpenAIConfig(ModelBase):
     """A pool entry with ``backend: openai``: a model behind an OpenAI-compatible server."""
 
     backend: Literal["openai"] = Field(description="openai: an OpenAI-compatible server.")
-    base_url: str = Field(description="Server URL, e.g. http://host:8000/v1.")
+    base_url: str | None = Field(
+        default=None, description="Server URL, e.g. http://host:8000/v1 (or give base_urls)."
+    )
+    base_urls: list[str | ReplicaConfig] | None = Field(
+        default=None,
+        min_length=1,
+        description="Replicas serving the same model, in place of base_url: each a URL or "
+        "{url, max_concurrency}. Each request goes to the least busy replica; one that "
+        "fails cools down while the others take its traffic.",
+    )
     model: str = Field(description="The model name the server knows.")
     api_key_env: str | None = Field(
         default=None, description="NAME of the environment variable holding the API key."
@@ -471,9 +545,11 @@ class OpenAIConfig(ModelBase):
     headers: dict[str, str] = Field(
         default_factory=dict, repr=False, description="Extra HTTP headers (no secrets)."
     )
-    max_concurrency: int = Field(default=16, ge=1, description="Most requests in flight.")
+    max_concurrency: int = Field(
+        default=16, ge=1, description="Most requests in flight (per replica)."
+    )
     requests_per_minute: float | None = Field(
-        default=None, gt=0, description="Request rate limit per endpoint; null for none."
+        default=None, gt=0, description="Request rate limit per endpoint (replica); null for none."
     )
     timeout_s: float = Field(default=120.0, gt=0, description="Seconds before an attempt ends.")
     max_retries: int = Field(default=4, ge=0, description="Retries after a failed attempt.")
@@ -482,15 +558,41 @@ class OpenAIConfig(ModelBase):
         description="Whether the server honours n; null to detect it (and cache what was learned).",
     )
 
+    @model_validator(mode="after")
+    def _one_address(self) -> OpenAIConfig:
+        if self.base_urls is None and self.base_url is None:
+            raise key_error("base_url", "required for backend 'openai' (or base_urls: replicas)")
+        if self.base_urls is not None and self.base_url is not None:
+            raise key_error(
+                "base_urls", f"model {self.name!r}: give base_url or base_urls, not both"
+            )
+        seen: set[str] = set()
+        for i, (url, _) in enumerate(self.replicas()):
+            if url in seen:
+                raise key_error(f"base_urls[{i}]", f"model {self.name!r}: {url} is listed twice")
+            seen.add(url)
+        return self
+
+    def replicas(self) -> list[tuple[str, int]]:
+        """Each server's URL (without a trailing ``/``) and concurrency limit."""
+        entries = [self.base_url] if self.base_urls is None else self.base_urls
+        return [
+            (entry.rstrip("/"), self.max_concurrency)
+            if isinstance(entry, str)
+            else (entry.url.rstrip("/"), entry.max_concurrency or self.max_concurrency)
+            for entry in entries
+            if entry is not None
+        ]
+
     def identity(self) -> dict[str, Any]:
-        """The served model's name."""
+        """The served model's name (not its servers: replicas serve the same weights)."""
         return {"model": self.model}
 
     def build(self) -> OpenAICompatibleBackend:
         """The backend; reads the API key from ``api_key_env``, if set."""
         return OpenAICompatibleBackend(
             self.name,
-            base_url=self.base_url,
+            base_url=self.replicas(),
             model=self.model,
             api_key_env=self.api_key_env,
             headers=self.headers,

@@ -1,22 +1,31 @@
 """An in-process Hugging Face model (needs the ``local`` extra: torch, transformers).
 
 torch and transformers are imported only when a model loads. The model loads
-on the first request; every generation then runs in a worker thread, so the
-event loop stays free.
+on the first request (in a worker thread, so the event loop stays free).
+Concurrent requests are then decoded together: each model has a
+:class:`~slm_mux.backends.batching.Batcher` with its own thread, which
+gathers the samples of the requests that arrive while it is busy (or within
+``batch_window_ms``) into padded, KV-cached batches
+(:mod:`slm_mux.backends.decoding`).
 
-Determinism: generation runs under one process-wide lock, and with a seed
-torch's RNG is seeded for the call (and restored afterwards), so equal seeds
-give equal samples for the same model, device, dtype, thread count and
-library versions.
+Determinism: sample ``j`` of a request seeded ``s`` is drawn with seed
+``s + j`` by Gumbel-max over noise hashed from (seed, step, token)
+(:mod:`slm_mux.backends.sampling`), so equal seeds give equal samples for the
+same model, device, dtype and library versions, whatever else shares the
+batch: padding and batch size change a row's logits only by float rounding
+(in float32 on CPU we found no sample that changed; see the tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import secrets
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,11 +39,16 @@ from slm_mux.backends.base import (
     gather_stream,
     split_tokens,
 )
+from slm_mux.backends.batching import Batcher, BatchStats, OutOfMemory
 from slm_mux.backends.config import ModelBase
+from slm_mux.backends.decoding import Decoded, Row, decode
 from slm_mux.errors import BackendError, InputError
 
-_GENERATE_LOCK = threading.Lock()
-"""Serializes loading and generation: torch's RNG and CPU threads are process-wide."""
+_LOAD_LOCK = threading.Lock()
+"""Serializes loading (and the one-time thread setting)."""
+
+_threads_set: int | None = None
+"""The CPU thread count this process settled on when its first model loaded."""
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -49,16 +63,76 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-class TransformersBackend:
-    """A causal LM from a local directory or hub id, sampled with ``generate``.
+def pick_device(device: str) -> str:
+    """``device``, or for ``auto`` CUDA when present, else MPS, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
 
-    ``device`` is a torch device (``"cpu"``, ``"cuda:0"``, ...), ``dtype`` one
-    of :data:`DTYPES` and ``threads`` sets torch's (process-wide) CPU thread
-    count when the model loads. The prompt is the tokenizer's chat template
-    with the generation prompt added, or the messages' contents joined by
-    blank lines when there is none. All ``n`` samples come from one batched
-    ``generate``; temperature 0 decodes greedily once and repeats the result.
-    Prompt tokens are split across the samples, as for the other backends.
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """The torch dtype: ``auto`` is bfloat16 on a CUDA GPU that supports it, else float32."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def set_threads_once(name: str, threads: int | None) -> None:
+    """Set torch's process-wide CPU thread count once, when the first model loads.
+
+    ``threads`` (when given) of the first model to load wins; without it torch
+    keeps its default (the physical cores). A later model asking for another
+    count gets a warning on stderr, not a change under the running models.
+    """
+    global _threads_set
+    import torch
+
+    if _threads_set is None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        _threads_set = torch.get_num_threads()
+    elif threads is not None and threads != _threads_set:
+        print(
+            f"slm-mux: warning: model {name!r}: threads {threads} ignored; this process "
+            f"already uses {_threads_set} CPU threads for in-process models",
+            file=sys.stderr,
+        )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A loaded model, its tokenizer, and what decoding needs from them."""
+
+    model: Any
+    tokenizer: Any
+    batcher: Batcher
+    stop_ids: frozenset[int]
+    context: int | None
+
+
+class TransformersBackend:
+    """A causal LM from a local directory or hub id, decoded in batches.
+
+    ``device`` is a torch device (``"cpu"``, ``"cuda:0"``, ...) or ``"auto"``,
+    ``dtype`` one of :data:`DTYPES` (see :func:`pick_dtype`) and ``threads``
+    torch's process-wide CPU thread count (:func:`set_threads_once`). The
+    prompt is the tokenizer's chat template with the generation prompt added,
+    or the messages' contents joined by blank lines when there is none.
+    Requests arriving together share batches of at most
+    ``max_batch_sequences`` samples and ``max_batch_tokens`` padded tokens;
+    the batcher waits up to ``batch_window_ms`` for more. Temperature 0 decodes
+    greedily once and repeats the result. Prompt tokens are split across the
+    samples, as for the other backends.
     """
 
     def __init__(
@@ -66,9 +140,12 @@ class TransformersBackend:
         name: str,
         path: str,
         *,
-        device: str = "cpu",
+        device: str = "auto",
         dtype: str = "auto",
         threads: int | None = None,
+        batch_window_ms: float = 2.0,
+        max_batch_sequences: int = 256,
+        max_batch_tokens: int = 65536,
     ) -> None:
         require_local_extra(name)
         if dtype not in DTYPES:
@@ -78,81 +155,132 @@ class TransformersBackend:
         self.device = device
         self.dtype = dtype
         self.threads = threads
+        self.batch_window_ms = batch_window_ms
+        self.max_batch_sequences = max_batch_sequences
+        self.max_batch_tokens = max_batch_tokens
         self.usage = Usage()
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._loaded: _Loaded | None = None
 
     def __repr__(self) -> str:
         return (
             f"TransformersBackend(name={self.name!r}, path={self.path!r}, device={self.device!r})"
         )
 
+    @property
+    def batch_stats(self) -> BatchStats:
+        """Batches and samples decoded so far, and out-of-memory splits."""
+        return self._loaded.batcher.stats if self._loaded else BatchStats(0, 0, 0)
+
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         """Exactly ``request.n`` sampled completions, or raise ``BackendError``."""
         return await gather_stream(self.stream(request), request.n)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
-        """All ``request.n`` samples in one batch: they come from one batched ``generate``."""
+        """All ``request.n`` samples in one batch, once the last of them is decoded."""
         if request.n < 1:
             raise ValueError("n must be at least 1")
-        completions = await asyncio.to_thread(self._generate, request)
+        started = time.monotonic()
+        loaded = self._loaded if self._loaded is not None else await asyncio.to_thread(self._load)
+        prompt = self._prompt_ids(loaded.tokenizer, request.messages)
+        max_new = self._new_tokens(loaded.context, len(prompt), request.max_tokens)
+        seed = secrets.randbits(32) if request.seed is None else request.seed
+        sample = request.temperature > 0
+        rows = [
+            Row(prompt, (seed + j) & 0xFFFFFFFF, request.temperature, request.top_p, max_new)
+            for j in range(request.n if sample else 1)
+        ]
+        decoded = await loaded.batcher.submit(rows)
+        if not sample:
+            decoded = decoded * request.n
+        completions = self._completions(loaded, decoded, len(prompt), time.monotonic() - started)
         self.usage.add(completions)
         yield list(enumerate(completions))
 
     async def aclose(self) -> None:
-        """Drop the model and tokenizer (their memory is freed once unreferenced)."""
-        self._model = None
-        self._tokenizer = None
+        """Stop the batcher and drop the model and tokenizer (freed once unreferenced)."""
+        if self._loaded is not None:
+            self._loaded.batcher.close()
+        self._loaded = None
 
-    def _load(self) -> tuple[Any, Any]:
-        """The model and tokenizer, loaded on first use (call with the lock held)."""
-        if self._model is None:
+    def _load(self) -> _Loaded:
+        """The model, tokenizer and batcher, loaded on first use."""
+        with _LOAD_LOCK:
+            if self._loaded is not None:
+                return self._loaded
             import torch
             import transformers
 
             # Loading bars would tear through slm-mux's own progress display.
             transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-            if self.threads is not None:
-                torch.set_num_threads(self.threads)
-            dtype_key = (
-                "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-            )
-            dtype = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+            set_threads_once(self.name, self.threads)
+            device = pick_device(self.device)
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
                 model: Any = transformers.AutoModelForCausalLM.from_pretrained(
-                    self.path, **{dtype_key: dtype}
+                    self.path, dtype=pick_dtype(self.dtype, device)
                 )
             except (OSError, ValueError) as error:
                 raise BackendError(
                     f"model {self.name!r}: cannot load {self.path!r}: {_one_line(error)}"
                 ) from None
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            self._tokenizer = tokenizer
-            self._model = model.to(self.device).eval()
-        return self._model, self._tokenizer
+            model = model.to(device).eval()
+            pad = tokenizer.pad_token_id
+            pad = tokenizer.eos_token_id if pad is None else pad
+            eos = model.generation_config.eos_token_id
+            stop_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
+            context = getattr(model.config, "max_position_embeddings", None)
 
-    def _prompt_ids(self, tokenizer: Any, messages: list[dict[str, str]]) -> Any:
-        """Token ids of the prompt, shape ``[1, length]``, on the model's device."""
+            def run(rows: list[Row]) -> list[Decoded]:
+                try:
+                    return decode(model, rows, pad_id=pad or 0, stop_ids=stop_ids)
+                except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since 2.5
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    raise OutOfMemory(
+                        f"model {self.name!r}: out of device memory even for one sequence"
+                    ) from None
+                except (RuntimeError, ValueError, TypeError) as error:
+                    raise BackendError(
+                        f"model {self.name!r}: generation failed: {_one_line(error)}"
+                    ) from None
+
+            batcher = Batcher(
+                self.name,
+                run,
+                window_s=self.batch_window_ms / 1000,
+                max_sequences=self.max_batch_sequences,
+                max_tokens=self.max_batch_tokens,
+                on_split=self._report_split,
+            )
+            self._loaded = _Loaded(
+                model, tokenizer, batcher, stop_ids, context if isinstance(context, int) else None
+            )
+            return self._loaded
+
+    def _report_split(self, rows: int) -> None:
+        print(
+            f"slm-mux: warning: model {self.name!r}: out of device memory with {rows} "
+            "samples in a batch; retrying them as two batches",
+            file=sys.stderr,
+        )
+
+    def _prompt_ids(self, tokenizer: Any, messages: list[dict[str, str]]) -> tuple[int, ...]:
+        """Token ids of the prompt."""
         if tokenizer.chat_template:
             text = _render_chat(tokenizer, messages)
             special = False  # the template writes its own special tokens
         else:
             text = "\n\n".join(m.get("content", "") for m in messages) + "\n\n"
             special = True
-        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=special)
-        return encoded["input_ids"].to(self.device)
+        return tuple(tokenizer(text, add_special_tokens=special)["input_ids"])
 
-    def _new_tokens(self, model: Any, prompt_length: int, max_tokens: int) -> int:
+    def _new_tokens(self, context: int | None, prompt_length: int, max_tokens: int) -> int:
         """``max_tokens``, capped to the room the model's context leaves after the prompt.
 
         A prompt that fills the context is a :class:`BackendError`: the model
         cannot read it, and a silently garbled answer would pass for its own.
         """
-        context = getattr(model.config, "max_position_embeddings", None)
-        if not isinstance(context, int):
+        if context is None:
             return max_tokens
         if prompt_length >= context:
             raise BackendError(
@@ -161,50 +289,21 @@ class TransformersBackend:
             )
         return min(max_tokens, context - prompt_length)
 
-    def _generate(self, request: GenerationRequest) -> list[Completion]:
-        import torch
-
-        with _GENERATE_LOCK:
-            model, tokenizer = self._load()
-            prompt = self._prompt_ids(tokenizer, request.messages)
-            sample = request.temperature > 0
-            options: dict[str, Any] = {
-                "max_new_tokens": self._new_tokens(model, prompt.shape[1], request.max_tokens),
-                "do_sample": sample,
-                "num_return_sequences": request.n if sample else 1,
-                "pad_token_id": tokenizer.pad_token_id,
-                "attention_mask": torch.ones_like(prompt),
-            }
-            if sample:
-                options["temperature"] = request.temperature
-            started = time.monotonic()
-            try:
-                with (
-                    torch.random.fork_rng(enabled=request.seed is not None),
-                    torch.inference_mode(),
-                ):
-                    if request.seed is not None:
-                        torch.manual_seed(request.seed)
-                    output = model.generate(prompt, **options)
-            except (RuntimeError, ValueError) as error:
-                raise BackendError(
-                    f"model {self.name!r}: generation failed: {_one_line(error)}"
-                ) from None
-            latency = time.monotonic() - started
-        eos = model.generation_config.eos_token_id
-        stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        rows = output[:, prompt.shape[1] :].tolist()
-        if not sample:
-            rows = rows * request.n
-        prompt_shares = split_tokens(int(prompt.shape[1]), [1] * request.n)
-        completions = []
-        for row, prompt_share in zip(rows, prompt_shares, strict=True):
-            end = next((i for i, token in enumerate(row) if token in stop_ids), None)
-            kept = row if end is None else row[: end + 1]
-            text = tokenizer.decode(kept, skip_special_tokens=True)
-            finish = "length" if end is None else "stop"
-            completions.append(Completion(text, prompt_share, len(kept), latency, finish))
-        return completions
+    def _completions(
+        self, loaded: _Loaded, decoded: list[Decoded], prompt_tokens: int, latency: float
+    ) -> list[Completion]:
+        """Texts and token counts of the decoded rows (the prompt's tokens split across them)."""
+        shares = split_tokens(prompt_tokens, [1] * len(decoded))
+        return [
+            Completion(
+                loaded.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                share,
+                len(row.tokens),
+                latency,
+                "stop" if row.stopped else "length",
+            )
+            for row, share in zip(decoded, shares, strict=True)
+        ]
 
 
 def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -246,11 +345,35 @@ class TransformersConfig(ModelBase):
     path: str = Field(
         description="Hub id or directory; ./, ../ and ~ paths are relative to the pool file."
     )
-    device: str = Field(default="cpu", description="Torch device, e.g. cpu or cuda:0.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="Weight dtype."
+    device: str = Field(
+        default="auto",
+        description="Torch device, e.g. cpu or cuda:0; auto: CUDA when present, else MPS, "
+        "else cpu.",
     )
-    threads: int | None = Field(default=None, ge=1, description="Torch CPU threads.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weight dtype; auto: bfloat16 on CUDA GPUs that support it, else float32.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Torch CPU threads, for the whole process (the first model loaded sets "
+        "them); null: torch's default, the physical cores.",
+    )
+    batch_window_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a batch waits for more concurrent requests before it starts.",
+    )
+    max_batch_sequences: int = Field(
+        default=256, ge=1, description="Most samples (rows) decoded together in one batch."
+    )
+    max_batch_tokens: int = Field(
+        default=65536,
+        ge=1,
+        description="Most padded tokens in one batch: rows x (longest prompt + largest "
+        "max_tokens).",
+    )
 
     def identity(self) -> dict[str, Any]:
         """Where the weights are and how they are loaded."""
@@ -268,5 +391,12 @@ class TransformersConfig(ModelBase):
     def build(self) -> TransformersBackend:
         """The backend (the model loads on its first request)."""
         return TransformersBackend(
-            self.name, self.path, device=self.device, dtype=self.dtype, threads=self.threads
+            self.name,
+            self.path,
+            device=self.device,
+            dtype=self.dtype,
+            threads=self.threads,
+            batch_window_ms=self.batch_window_ms,
+            max_batch_sequences=self.max_batch_sequences,
+            max_batch_tokens=self.max_batch_tokens,
         )

@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive
 
+from slm_mux.adaptive import Policy
 from slm_mux.errors import BackendError, InputError
 from slm_mux.live import LIVE_METHODS, LiveAnswer, answer
 from slm_mux.members import Member, close_members
@@ -100,12 +101,14 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_000_000,
     close: bool = False,
+    adaptive: Policy | None = None,
 ) -> Starlette:
     """An OpenAI-compatible app answering with SLM-MUX, each method and each pool model.
 
     ``api_key`` (when given) must come as ``Authorization: Bearer <key>`` on every
     request; bodies over ``max_body_bytes`` get 413. With ``close`` the members'
-    backends are closed when the app shuts down. A pool model named like a method
+    backends are closed when the app shuts down; ``adaptive`` is SLM-MUX's sampling
+    policy (:func:`~slm_mux.live.answer`; default ``full``). A pool model named like a method
     is an :class:`~slm_mux.errors.InputError`.
     """
     names = [member.name for member in members]
@@ -138,6 +141,7 @@ def create_app(
             max_tokens=parsed.max_tokens,
             seed=parsed.seed,
             n=parsed.n,
+            adaptive=adaptive,
         )
         try:
             live = await unless_disconnected(request.receive, work)

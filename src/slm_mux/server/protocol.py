@@ -251,13 +251,24 @@ def _usage(live: LiveAnswer) -> dict[str, int]:
 
 
 def selection(live: LiveAnswer) -> dict[str, Any]:
-    """The reply's ``slm_mux`` field: the answer, winning model, confidence, votes, failures."""
+    """The reply's ``slm_mux`` field: the answer, winning model, confidence, votes, failures;
+    with an adaptive policy also the policy, its rounds and the samples drawn (of full)."""
+    adaptive = (
+        {
+            "adaptive": live.policy,
+            "rounds": live.rounds,
+            "samples": {"drawn": live.samples, "full": live.samples_full},
+        }
+        if live.policy not in (None, "full")
+        else {}
+    )
     return {
         "answer": live.answer,
         "model": live.model,
         "confidence": live.confidence,
         "votes": live.votes,
         "failed": live.failed,
+        **adaptive,
     }
 
 

@@ -29,6 +29,41 @@ def question_set_names() -> list[str]:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Share ``index`` (from 1) of ``count``: the questions whose id hashes to it.
+
+    The share of a question depends on its id only (BLAKE2b, the same in every
+    process), so the shards ``1/N`` .. ``N/N`` of any list of questions cover
+    it, disjointly, whatever its order.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` with ``1 <= I <= N``; raises :class:`InputError` naming the text."""
+        index, slash, count = text.partition("/")
+        if not (slash and index.isdecimal() and count.isdecimal()):
+            raise InputError(f"expected a shard I/N such as 1/4, got {text!r}")
+        shard = cls(int(index), int(count))
+        if shard.count < 1:
+            raise InputError(f"shard {text!r}: N must be at least 1")
+        if not 1 <= shard.index <= shard.count:
+            raise InputError(f"shard {text!r}: I must be from 1 to N (I counts from 1)")
+        return shard
+
+    def takes(self, question_id: str) -> bool:
+        """Whether the question with id ``question_id`` belongs to this shard."""
+        from slm_mux.analysis.draws import stable_hash
+
+        return stable_hash(question_id) % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
 class QuestionSet:
     """Questions grouped by the name of the task that prompts and grades them, in file order."""
 
@@ -41,6 +76,15 @@ class QuestionSet:
 
     def __len__(self) -> int:
         return sum(len(questions) for questions in self.by_task.values())
+
+    def share(self, shard: Shard) -> QuestionSet:
+        """The questions of ``shard``, in the same order (a task may be left with none)."""
+        return QuestionSet(
+            {
+                task: [question for question in questions if shard.takes(question.id)]
+                for task, questions in self.by_task.items()
+            }
+        )
 
 
 def load_question_set(

@@ -305,17 +305,21 @@ class FakeServer:
 
 
 @contextmanager
-def run_fake_server(config: FakeServerConfig | None = None) -> Iterator[tuple[str, FakeServer]]:
-    """Serve a :class:`FakeServer` on a free 127.0.0.1 port; yields ``(base_url, server)``.
+def run_fake_server(
+    config: FakeServerConfig | None = None, *, port: int = 0
+) -> Iterator[tuple[str, FakeServer]]:
+    """Serve a :class:`FakeServer` on 127.0.0.1; yields ``(base_url, server)``.
 
-    ``base_url`` ends in ``/v1``. The server runs in a daemon thread with its
-    own event loop and is stopped on exit. Uvicorn's loggers are set to
+    ``port`` 0 takes a free port; another port (say, that of a server stopped
+    earlier, to bring it back) is bound with ``SO_REUSEADDR``. ``base_url`` ends
+    in ``/v1``. The server runs in a daemon thread with its own event loop and
+    is stopped on exit, closing its connections. Uvicorn's loggers are set to
     ``critical`` (process-wide), so injected faults do not print tracebacks.
     """
     server = FakeServer(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     uv = uvicorn.Server(
         uvicorn.Config(
