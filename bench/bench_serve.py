@@ -5,9 +5,9 @@
 own fake OpenAI-compatible server process that answers after 200 ms. Then the same
 requests go directly to the three models (each request: the three calls at once, the
 prompt and ``n = k`` the mux sends, timed until the slowest answers), with the same
-concurrency. Clients use the official ``openai`` SDK's client (``post``, raw responses:
-the SDK's parsing into objects would cost the shared two cores more than the server
-adds). Prints a Markdown table: p50 and
+concurrency. Both paths' clients are the HTTP client the server itself uses upstream
+(:func:`slm_mux.backends.http.http_client`: ``httpx2``, raw JSON), so the client side
+costs the same per call and the difference is the server's. Prints a Markdown table: p50 and
 p99 latency of both, what the server adds (the difference of the percentiles),
 errors, and the server process's CPU time per request (from /proc).
 
@@ -27,10 +27,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import httpx2
-import openai
 from fake_server_process import free_port, start_server, wait_until_up
 
+from slm_mux.backends.http import http_client
 from slm_mux.live import ChatTask
 from slm_mux.tasks import get_task
 
@@ -108,11 +107,12 @@ async def through_mux(
 ) -> tuple[list[float], list[str], float]:
     """The load sent to ``slm-mux serve`` (process ``pid``) for model ``slm-mux``, and the
     CPU seconds the server spent on it."""
-    client = openai.AsyncOpenAI(api_key="unused", base_url=base_url, max_retries=0, timeout=60)
+    client = http_client(base_url, api_key="unused")
 
     async def send(messages: list[dict[str, str]]) -> None:
         body = {"model": "slm-mux", "messages": messages}
-        reply = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+        reply = await client.post("chat/completions", json=body)
+        reply.raise_for_status()
         if not reply.json()["choices"][0]["message"]["content"]:
             raise RuntimeError("empty reply")
 
@@ -122,7 +122,7 @@ async def through_mux(
         latencies, errors = await load(send, clients, requests)
         return latencies, errors, process_cpu(pid) - cpu
     finally:
-        await client.close()
+        await client.aclose()
 
 
 async def direct(
@@ -131,7 +131,7 @@ async def direct(
     """The same load sent straight to the three models, the mux's prompt and ``n = k``."""
     task = get_task("exact")
     models = [
-        (name, openai.AsyncOpenAI(api_key="unused", base_url=f"http://127.0.0.1:{port}/v1"))
+        (name, http_client(f"http://127.0.0.1:{port}/v1", api_key="unused"))
         for name, port in zip(MODELS, ports, strict=True)
     ]
 
@@ -139,21 +139,21 @@ async def direct(
         chat = ChatTask(task, messages)
         prompt = chat.messages(chat.question)
         body = {"messages": prompt, "n": k, "temperature": 0.3, "max_tokens": 64}
-        await asyncio.gather(
+        replies = await asyncio.gather(
             *(
-                client.post(
-                    "/chat/completions", body={"model": name, **body}, cast_to=httpx2.Response
-                )
+                client.post("chat/completions", json={"model": name, **body})
                 for name, client in models
             )
         )
+        for reply in replies:
+            reply.raise_for_status()
 
     try:
         await load(send, 2, 1)
         return await load(send, clients, requests)
     finally:
         for _, client in models:
-            await client.close()
+            await client.aclose()
 
 
 def main() -> None:
