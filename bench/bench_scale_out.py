@@ -63,13 +63,6 @@ def main() -> None:
     parser.add_argument("--levels", default="10,100,1000,3000,10000", help="requests in flight")
     parser.add_argument("--replicas", default="1,3,10", help="replica counts to try")
     parser.add_argument("--k", type=int, default=3, help="samples per request")
-    parser.add_argument(
-        "--max-per-replica",
-        type=int,
-        default=3400,
-        help="skip levels with more requests in flight per replica (each SDK client's pool "
-        "costs CPU per request in proportion to its connections)",
-    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     print(f"one model, k={args.k} samples per request (n honoured), one request per question")
@@ -80,8 +73,6 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for replicas in (int(r) for r in args.replicas.split(",")):
         for level in levels:
-            if level > args.max_per_replica * replicas:
-                continue
             # Long enough for every request to be sent before the first is answered.
             latency = max(1.0, level * 0.002)
             ports = [free_port() for _ in range(replicas)]

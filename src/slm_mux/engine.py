@@ -206,6 +206,8 @@ async def sample_rounds(
     state = [ModelSamples(m.name, [], list((drawn or {}).get(m.name, ()))[: m.k]) for m in members]
     rounds = 0
     while True:
+        if all(len(s.answers) >= size for s, size in zip(state, k, strict=True)):
+            break  # every sample drawn (or failed): no policy asks for more; skip the grading
         codes = await off_loop_if_slow(task, partial(drawn_codes, [s.answers for s in state], task))
         for i, (s, size) in enumerate(zip(state, k, strict=True)):
             if s.error is not None:
