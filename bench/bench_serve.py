@@ -6,7 +6,7 @@ own fake OpenAI-compatible server process that answers after 200 ms. Then the sa
 requests go directly to the three models (each request: the three calls at once, the
 prompt and ``n = k`` the mux sends, timed until the slowest answers), with the same
 concurrency. Both paths' clients are the HTTP client the server itself uses upstream
-(:func:`slm_mux.backends.http.http_client`: ``httpx2``, raw JSON), so the client side
+(:class:`slm_mux.backends.http.HttpClient`: ``aiohttp``, raw JSON), so the client side
 costs the same per call and the difference is the server's. Prints a Markdown table: p50 and
 p99 latency of both, what the server adds (the difference of the percentiles),
 errors, and the server process's CPU time per request (from /proc).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import subprocess
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from fake_server_process import free_port, start_server, wait_until_up
 
-from slm_mux.backends.http import http_client
+from slm_mux.backends.http import HttpClient, Reply
 from slm_mux.live import ChatTask
 from slm_mux.tasks import get_task
 
@@ -80,6 +81,13 @@ def start_serve(pool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     return server
 
 
+def checked(reply: Reply) -> Reply:
+    """``reply``, or an error when its status is one."""
+    if reply.status >= 400:
+        raise RuntimeError(f"{reply.status}: {reply.text[:200]}")
+    return reply
+
+
 Send = Callable[[list[dict[str, str]]], Awaitable[None]]
 
 
@@ -107,13 +115,12 @@ async def through_mux(
 ) -> tuple[list[float], list[str], float]:
     """The load sent to ``slm-mux serve`` (process ``pid``) for model ``slm-mux``, and the
     CPU seconds the server spent on it."""
-    client = http_client(base_url, api_key="unused")
+    client = HttpClient(base_url, api_key="unused")
 
     async def send(messages: list[dict[str, str]]) -> None:
         body = {"model": "slm-mux", "messages": messages}
-        reply = await client.post("chat/completions", json=body)
-        reply.raise_for_status()
-        if not reply.json()["choices"][0]["message"]["content"]:
+        reply = checked(await client.post_chat(json.dumps(body).encode()))
+        if not json.loads(reply.content)["choices"][0]["message"]["content"]:
             raise RuntimeError("empty reply")
 
     try:
@@ -131,7 +138,7 @@ async def direct(
     """The same load sent straight to the three models, the mux's prompt and ``n = k``."""
     task = get_task("exact")
     models = [
-        (name, http_client(f"http://127.0.0.1:{port}/v1", api_key="unused"))
+        (name, HttpClient(f"http://127.0.0.1:{port}/v1", api_key="unused"))
         for name, port in zip(MODELS, ports, strict=True)
     ]
 
@@ -141,12 +148,12 @@ async def direct(
         body = {"messages": prompt, "n": k, "temperature": 0.3, "max_tokens": 64}
         replies = await asyncio.gather(
             *(
-                client.post("chat/completions", json={"model": name, **body})
+                client.post_chat(json.dumps({"model": name, **body}).encode())
                 for name, client in models
             )
         )
         for reply in replies:
-            reply.raise_for_status()
+            checked(reply)
 
     try:
         await load(send, 2, 1)

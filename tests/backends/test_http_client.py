@@ -1,86 +1,90 @@
-"""The backend's HTTP client: requests dealt round-robin over several connection pools."""
+"""The backend's HTTP client, against the real fake server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Awaitable, Callable
+import json
 
-import httpx2
 import pytest
 
-from slm_mux.backends.http import PooledTransport, http_client
-from slm_mux.testing.fake_server import FakeServer
+from slm_mux.backends.http import HttpClient, TransportError, connection_limit
+from slm_mux.testing.fake_server import FakeServer, Fault, run_fake_server
 
-Send = Callable[[httpx2.Request], Awaitable[httpx2.Response]]
-
-
-def _counting(send: Send, sent: Counter[int], number: int) -> Send:
-    async def counted(request: httpx2.Request) -> httpx2.Response:
-        sent[number] += 1
-        return await send(request)
-
-    return counted
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "q"}]}).encode()
 
 
-def _count_requests(transport: PooledTransport) -> Counter[int]:
-    """Counts, per pool, the requests each pool sends (each still goes out for real)."""
-    sent: Counter[int] = Counter()
-    for number, pool in enumerate(transport.pools):
-        pool.handle_async_request = _counting(pool.handle_async_request, sent, number)  # type: ignore[method-assign,assignment]
-    return sent
-
-
-async def test_requests_are_dealt_evenly_over_the_pools(
+async def test_posts_json_with_the_key_and_headers_and_reuses_connections(
     fake_server: tuple[str, FakeServer],
 ) -> None:
     base_url, server = fake_server
-    client = http_client(base_url, api_key="k-123", headers={"X-Team": "mux"}, pools=3)
-    transport = client._transport
-    assert isinstance(transport, PooledTransport)
-    sent = _count_requests(transport)
-    body = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
-    async with client:
-        replies = await asyncio.gather(
-            *(client.post("chat/completions", json=body) for _ in range(12))
-        )
-    assert [reply.status_code for reply in replies] == [200] * 12
-    assert server.request_count == 12
-    assert sent == {0: 4, 1: 4, 2: 4}
+    client = HttpClient(base_url + "/", api_key="k-123", headers={"X-Team": "mux"})
+    try:
+        replies = await asyncio.gather(*(client.post_chat(BODY) for _ in range(12)))
+        again = await client.post_chat(BODY)
+    finally:
+        await client.aclose()
+    assert [reply.status for reply in [*replies, again]] == [200] * 13
+    assert json.loads(again.content)["choices"][0]["message"]["content"]
+    assert server.request_count == 13
     headers = server.requests[0].headers
     assert headers["authorization"] == "Bearer k-123"
     assert headers["x-team"] == "mux"
+    assert headers["content-type"] == "application/json"
     assert headers["user-agent"].startswith("slm-mux/")
+    assert server.requests[0].body["model"] == "m"
 
 
-async def test_closing_the_transport_closes_every_pool(
-    fake_server: tuple[str, FakeServer],
-) -> None:
-    base_url, _ = fake_server
-    transport = PooledTransport(pools=2)
-    async with httpx2.AsyncClient(transport=transport) as client:
-        for _ in range(2):
-            reply = await client.get(f"{base_url}/models")
-            assert reply.status_code == 200
-        assert [len(pool._pool.connections) for pool in transport.pools] == [1, 1]
-    assert [len(pool._pool.connections) for pool in transport.pools] == [0, 0]
+async def test_an_error_status_is_a_reply_with_its_headers() -> None:
+    with run_fake_server() as (url, server):
+        server.faults.push(Fault.error(429, "slow down", retry_after=2.5))
+        client = HttpClient(url, api_key="k")
+        try:
+            reply = await client.post_chat(BODY)
+        finally:
+            await client.aclose()
+    assert reply.status == 429
+    assert reply.headers["retry-after"] == "2.5"
+    assert "slow down" in reply.text
 
 
-def test_the_limits_are_split_across_the_pools() -> None:
-    transport = PooledTransport(
-        pools=8, limits=httpx2.Limits(max_connections=100, max_keepalive_connections=None)
-    )
-    assert len(transport.pools) == 8
-    with pytest.raises(ValueError, match="pools"):
-        PooledTransport(pools=0)
+async def test_a_dropped_connection_is_a_transport_error() -> None:
+    with run_fake_server() as (url, server):
+        server.faults.push(Fault.drop_connection())
+        client = HttpClient(url, api_key="k")
+        try:
+            with pytest.raises(TransportError):
+                await client.post_chat(BODY)
+        finally:
+            await client.aclose()
 
 
-def test_a_proxy_in_the_environment_keeps_the_sdk_client(
+async def test_a_refused_connection_is_a_transport_error() -> None:
+    client = HttpClient("http://127.0.0.1:9/v1", api_key="k")
+    try:
+        with pytest.raises(TransportError, match=r"cannot connect to 127\.0\.0\.1:9"):
+            await client.post_chat(BODY)
+    finally:
+        await client.aclose()
+
+
+def test_a_client_holds_at_least_the_sdks_connections() -> None:
+    assert connection_limit(16) == 1000
+    assert connection_limit(5000) == 5000
+
+
+async def test_a_proxy_in_the_environment_is_looked_up_once_per_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("all_proxy", raising=False)
-    assert isinstance(http_client("http://a/v1", api_key="k")._transport, PooledTransport)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert not isinstance(http_client("http://a/v1", api_key="k")._transport, PooledTransport)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "local.invalid")
+    proxied = HttpClient("http://gpu1.invalid:8000/v1", api_key="k")
+    bypassed = HttpClient("http://local.invalid:8000/v1", api_key="k")
+    try:
+        assert str(proxied.proxy) == "http://proxy.invalid:3128"
+        assert bypassed.proxy is None
+    finally:
+        await proxied.aclose()
+        await bypassed.aclose()

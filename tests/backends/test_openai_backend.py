@@ -220,7 +220,7 @@ async def test_timeouts_give_up_after_the_last_attempt(
 BROKEN_RESPONSES = [
     (Fault.malformed_json(), "malformed JSON in response"),
     (Fault.empty_choices(), "response has empty 'choices'"),
-    (Fault.drop_connection(), "connection error: peer closed connection"),
+    (Fault.drop_connection(), "connection error: the reply was cut short"),
     (Fault.error(502, "bad gateway"), "502: bad gateway"),
 ]
 

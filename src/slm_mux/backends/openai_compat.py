@@ -4,7 +4,7 @@ vLLM, SGLang, llama.cpp, Ollama, LM Studio, Together, OpenRouter and OpenAI
 differ only in configuration: base URL, model name, the *name* of the
 environment variable holding the API key, and extra headers.
 
-Policy, all ours (requests go out through :mod:`slm_mux.backends.http`):
+Policy, all ours (requests go out through :mod:`slm_mux.backends.http`, on aiohttp):
 
 * ``n`` samples go in one request. A server that answers with fewer choices,
   or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx2
 from pydantic import Field, model_validator
 
 from slm_mux.backends.base import (
@@ -60,7 +59,7 @@ from slm_mux.backends.base import (
     split_tokens,
 )
 from slm_mux.backends.config import ModelBase, Strict, key_error
-from slm_mux.backends.http import http_client
+from slm_mux.backends.http import HttpClient, Reply, TransportError
 from slm_mux.backends.replicas import Replica, ReplicaSet, ReplicaStats
 from slm_mux.errors import BackendError, InputError
 
@@ -71,7 +70,6 @@ _REJECTS_N = re.compile(
     re.IGNORECASE,
 )
 _RETRY_STATUSES = frozenset({408, 409, 429})
-_JSON = {"Content-Type": "application/json"}
 
 
 class _Retryable(Exception):
@@ -219,18 +217,18 @@ def _one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _server_message(response: httpx2.Response) -> str:
+def _server_message(response: Reply) -> str:
     """The server's own error message: the JSON ``error.message`` (or ``message``), else
     the body's text, else the status's reason."""
     try:
-        body = response.json()
+        body = json.loads(response.content)
     except ValueError:
         body = None
     if isinstance(body, Mapping):
         error = body.get("error", body)
         if isinstance(error, Mapping) and isinstance(error.get("message"), str):
             return _one_line(error["message"])
-    return _one_line(response.text) or response.reason_phrase
+    return _one_line(response.text) or response.reason
 
 
 def _completions(payload: bytes, latency_s: float) -> list[Completion]:
@@ -331,7 +329,7 @@ class OpenAICompatibleBackend:
         self._api_key = api_key
         self._headers = dict(headers or {})
         self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, httpx2.AsyncClient]
+            asyncio.AbstractEventLoop, dict[str, HttpClient]
         ] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
@@ -399,13 +397,13 @@ class OpenAICompatibleBackend:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _client(self, replica: Replica[_Endpoint]) -> httpx2.AsyncClient:
+    def _client(self, replica: Replica[_Endpoint]) -> HttpClient:
         """The HTTP client of ``replica`` in the running event loop (:mod:`.http`), with
         room for the replica's ``max_concurrency`` connections."""
         clients = self._clients.setdefault(asyncio.get_running_loop(), {})
         client = clients.get(replica.url)
         if client is None:
-            client = http_client(
+            client = HttpClient(
                 replica.url,
                 api_key=self._api_key,
                 headers=self._headers,
@@ -487,25 +485,23 @@ class OpenAICompatibleBackend:
             started = time.monotonic()
             try:
                 response = await asyncio.wait_for(
-                    client.post("chat/completions", content=json.dumps(body), headers=_JSON),
+                    client.post_chat(json.dumps(body).encode()),
                     self.timeout_s,
                 )
-            except (asyncio.TimeoutError, httpx2.TimeoutException):
+            except asyncio.TimeoutError:
                 raise _Retryable(f"no response within {self.timeout_s:g}s") from None
-            except httpx2.TransportError as error:
+            except TransportError as error:
                 raise _Retryable(
                     f"connection error: {_one_line(str(error)) or type(error).__name__}"
                 ) from None
             latency = time.monotonic() - started
-        if response.is_error:
+        if response.status >= 400:
             raise self._status_failure(response, body, url)
         return _completions(response.content, latency)
 
-    def _status_failure(
-        self, response: httpx2.Response, body: dict[str, Any], url: str
-    ) -> Exception:
+    def _status_failure(self, response: Reply, body: dict[str, Any], url: str) -> Exception:
         """What an HTTP error status means for us: retry, fall back from ``n``, or fail."""
-        status = response.status_code
+        status = response.status
         message = _server_message(response)
         if status in _RETRY_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
