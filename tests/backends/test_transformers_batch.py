@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,18 @@ async def test_a_failed_batch_fails_its_requests_and_the_worker_goes_on() -> Non
         await batcher.submit([Row((1,), 0, 1.0, 1.0, 4)])
     assert await batcher.submit([Row((1,), 1, 1.0, 1.0, 4)]) == [Decoded([7], False)]
     batcher.close()
+
+
+async def test_closing_stops_the_worker_thread_before_it_returns() -> None:
+    def run(rows: list[Row]) -> list[Decoded]:
+        return [Decoded([7], True) for _ in rows]
+
+    batcher = Batcher("m", run, window_s=0, max_sequences=8, max_tokens=10_000)
+    await batcher.submit([Row((1,), 1, 1.0, 1.0, 4)])
+    workers = [t for t in threading.enumerate() if t.name == "slm-mux batcher m"]
+    assert len(workers) == 1
+    batcher.close()
+    assert not workers[0].is_alive()
 
 
 async def test_a_prompt_too_long_fails_alone(tmp_path: Path) -> None:

@@ -106,11 +106,16 @@ class Batcher:
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        """Stop the worker after the requests already queued (does not wait for it)."""
+        """Stop the worker after the requests already queued, and wait until it has.
+
+        A worker left running at interpreter exit can abort the process inside torch.
+        """
         with self._start_lock:
-            if self._thread is not None:
+            thread, self._thread = self._thread, None
+            if thread is not None:
                 self._queue.put(None)
-                self._thread = None
+        if thread is not None:
+            thread.join()
 
     def _ensure_worker(self) -> None:
         with self._start_lock:

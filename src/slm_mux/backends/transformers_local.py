@@ -199,7 +199,7 @@ class TransformersBackend:
     async def aclose(self) -> None:
         """Stop the batcher and drop the model and tokenizer (freed once unreferenced)."""
         if self._loaded is not None:
-            self._loaded.batcher.close()
+            await asyncio.to_thread(self._loaded.batcher.close)
         self._loaded = None
 
     def _load(self) -> _Loaded:
