@@ -9,7 +9,7 @@ concurrency. Both paths' clients are the HTTP client the server itself uses upst
 (:class:`slm_mux.backends.http.HttpClient`: ``aiohttp``, raw JSON), so the client side
 costs the same per call and the difference is the server's. Prints a Markdown table: p50 and
 p99 latency of both, what the server adds (the difference of the percentiles),
-errors, and the server process's CPU time per request (from /proc).
+errors, and the server's CPU time per request (its processes', from /proc).
 
     python bench/bench_serve.py [--clients 100] [--requests 5] [--latency 0.2] [--k 3]
 """
@@ -38,9 +38,20 @@ MODELS = ("m1", "m2", "m3")
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) process ``pid`` and its children have used so far (Linux)."""
+
+    def stat(path: Path) -> list[str]:
+        return path.read_text().rsplit(")", 1)[1].split()
+
+    total = 0
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat(path)
+        except OSError:
+            continue  # the process ended meanwhile
+        if path.parent.name == str(pid) or fields[1] == str(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -69,9 +80,10 @@ def write_pool(folder: Path, ports: Sequence[int], k: int, concurrency: int) -> 
     return pool
 
 
-def start_serve(pool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_serve(pool: Path, port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
     """``slm-mux serve`` on ``port``, once ``/health`` answers; the caller terminates it."""
     argv = [sys.executable, "-m", "slm_mux", "serve", "--pool", str(pool), "--port", str(port)]
+    argv += ["--workers", str(workers)]
     with log.open("wb") as sink:
         server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink)
     try:
@@ -124,7 +136,7 @@ async def through_mux(
             raise RuntimeError("empty reply")
 
     try:
-        await load(send, 2, 1)  # warm-up: connections and the server's first requests
+        await load(send, clients, 1)  # warm-up: one wave opens every connection the load uses
         cpu = process_cpu(pid)
         latencies, errors = await load(send, clients, requests)
         return latencies, errors, process_cpu(pid) - cpu
@@ -156,7 +168,7 @@ async def direct(
             checked(reply)
 
     try:
-        await load(send, 2, 1)
+        await load(send, clients, 1)
         return await load(send, clients, requests)
     finally:
         for _, client in models:
@@ -169,13 +181,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5, help="per client, one after another")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per model call")
     parser.add_argument("--k", type=int, default=3, help="samples per model")
+    parser.add_argument("--workers", type=int, default=1, help="slm-mux serve --workers")
     args = parser.parse_args()
     ports = [free_port() for _ in MODELS]
     fakes = [start_server(port, args.latency) for port in ports]
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         pool = write_pool(Path(folder), ports, args.k, max(args.clients, 1))
-        serve = start_serve(pool, port, Path(folder) / "serve.log")
+        serve = start_serve(pool, port, Path(folder) / "serve.log", args.workers)
         try:
             bare, bare_errors = asyncio.run(direct(ports, args.k, args.clients, args.requests))
             base_url = f"http://127.0.0.1:{port}/v1"

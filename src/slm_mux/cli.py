@@ -38,6 +38,8 @@ MAX_MODELS = 1000
 MAX_LIMIT = 10_000_000
 MAX_ROUNDS = 100
 """Upper bound of ``compare --rounds`` and ``--layers``."""
+MAX_WORKERS = 256
+"""Upper bound of ``serve --workers``."""
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit: every consumer (numpy, ``random``, torch, servers) takes them."""
 
@@ -595,42 +597,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from contextlib import closing
 
     try:
-        from slm_mux.server import create_app, listen, serve
+        from slm_mux.server.run import (
+            ServeSettings,
+            api_key,
+            build_app,
+            listen,
+            serve,
+            serve_workers,
+        )
     except ModuleNotFoundError as missing:
         if (missing.name or "").split(".")[0] not in ("starlette", "uvicorn"):
             raise
         raise InputError(
             "serve needs Starlette and uvicorn; install them with: pip install 'slm-mux[server]'"
         ) from None
-    from slm_mux.engine import Mux
+    from slm_mux.pool import load_pool
 
-    api_key = None
-    if args.api_key_env is not None:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise InputError(f"--api-key-env: environment variable {args.api_key_env} is not set")
     accuracy: dict[str, float] = {}
     if args.store is not None:
         from slm_mux.study import stored_validation_accuracy
 
         accuracy = stored_validation_accuracy(args.store, task=args.task, warn=_warn)
+    settings = ServeSettings(
+        pool=str(Path(args.pool).resolve()),
+        task=args.task,
+        k=args.k,
+        validation_accuracy=accuracy,
+        adaptive=None if args.adaptive is None else str(args.adaptive),
+        api_key_env=args.api_key_env,
+        workers=args.workers,
+    )
+    api_key(settings)  # a missing key variable is one error line here, not in each worker
     with closing(listen(args.host, args.port)) as sock:
-        mux = Mux.from_pool(
-            args.pool,
-            task=args.task,
-            k=args.k,
-            validation_accuracy=accuracy,
-            adaptive=args.adaptive,
-        )
-        app = create_app(
-            mux.members,
-            task=mux.task,
-            validation_accuracy=mux.validation_accuracy,
-            api_key=api_key,
-            close=True,
-            adaptive=mux.policy,
-        )
-        serve(app, sock)
+        if args.workers == 1:
+            serve(build_app(settings), sock)
+        else:
+            load_pool(settings.pool)  # a bad pool file is one error line, before any worker
+            serve_workers(settings, sock)
     return 0
 
 
@@ -925,6 +928,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", type=_SAMPLES, help="samples per model in the SLM-MUX vote (default: the pool's k)"
     )
     _adaptive_flag(sub, "; model slm-mux only")
+    sub.add_argument(
+        "--workers",
+        type=_integer(1, MAX_WORKERS),
+        default=1,
+        help="server processes (default 1); each takes its share of the pool's limits "
+        "and loads its own in-process models",
+    )
     return parser
 
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Batch, Completion, GenerationRequest
@@ -29,6 +29,9 @@ from slm_mux.errors import BackendError, InputError, SlmMuxError
 from slm_mux.members import Member, close_members
 from slm_mux.selection import NO_VOTE, Decision, decide, encode, tie_break_rank
 from slm_mux.tasks import Question, Task, get_task
+
+if TYPE_CHECKING:
+    from slm_mux.pool import Pool
 
 
 @dataclass(frozen=True)
@@ -303,7 +306,7 @@ class Mux:
     @classmethod
     def from_pool(
         cls,
-        pool: str | Path,
+        pool: str | Path | Pool,
         *,
         task: Task | str = "exact",
         k: int | None = None,
@@ -311,11 +314,11 @@ class Mux:
         validation_accuracy: Mapping[str, float] | None = None,
         adaptive: Policy | str | None = None,
     ) -> Mux:
-        """A mux over the models of a pool file (all, or those named in ``models``);
-        ``adaptive`` overrides the pool's ``defaults.adaptive``."""
-        from slm_mux.pool import load_pool, members_of
+        """A mux over the models of a pool file, or of a pool already loaded (all, or
+        those named in ``models``); ``adaptive`` overrides the pool's ``defaults.adaptive``."""
+        from slm_mux.pool import Pool, load_pool, members_of
 
-        loaded = load_pool(pool)
+        loaded = pool if isinstance(pool, Pool) else load_pool(pool)
         members = members_of(loaded, k=k, models=models)
         accuracy = loaded.validation_accuracy
         accuracy.update(validation_accuracy or {})

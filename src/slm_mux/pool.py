@@ -97,6 +97,11 @@ class Pool(Strict):
             m.name: m.validation_accuracy for m in self.models if m.validation_accuracy is not None
         }
 
+    def shared_by(self, workers: int) -> Pool:
+        """This pool for one of ``workers`` processes serving it at once: each model's
+        server limits divided among them (:meth:`ModelBase.shared_by`)."""
+        return self.model_copy(update={"models": [m.shared_by(workers) for m in self.models]})
+
     def model(self, name: str) -> ModelBase:
         """The model called ``name``."""
         for model in self.models:

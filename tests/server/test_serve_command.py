@@ -199,3 +199,45 @@ def test_without_the_server_extra_serve_says_how_to_install_it(
         "slm-mux: error: serve needs Starlette and uvicorn; install them with: "
         "pip install 'slm-mux[server]'\n"
     )
+
+
+def test_workers_share_the_pools_limits_and_stop_on_sigterm(tmp_path: Path) -> None:
+    config = FakeServerConfig(answers={"*": lambda *_: "Answer: 42"}, latency_s=0.3)
+    with run_fake_server(config) as (base, fake):
+        pool = tmp_path / "pool.yaml"
+        entry = {
+            "name": "m",
+            "backend": "openai",
+            "base_url": base,
+            "model": "m",
+            "max_concurrency": 4,
+        }
+        pool.write_text(yaml.safe_dump({"defaults": {"k": 1}, "models": [entry]}))
+        with serving("--pool", str(pool), "--workers", "2") as (url, process, lines):
+            api = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+            replies: list[Any] = []
+
+            def ask() -> None:
+                replies.append(
+                    api.chat.completions.create(
+                        model="slm-mux", messages=[{"role": "user", "content": "6*7?"}]
+                    )
+                )
+
+            askers = [threading.Thread(target=ask) for _ in range(16)]
+            for asker in askers:
+                asker.start()
+            for asker in askers:
+                asker.join(timeout=60)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+    assert [r.model_extra["slm_mux"]["answer"] for r in replies] == ["42"] * 16
+    assert fake.request_count == 16
+    assert fake.max_in_flight <= 4  # each of the 2 workers keeps to 4 // 2
+    workers = set(re.findall(r"Started server process \[(\d+)\]", "".join(lines)))
+    assert len(workers) == 2
+
+
+def test_a_bad_workers_count_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, err = run_main(capsys, "--pool", pool_file(tmp_path), "--workers", "0")
+    assert status == 2 and "--workers" in err

@@ -124,6 +124,11 @@ class ModelBase(Strict, ABC):
         """This entry with paths relative to the pool file made absolute (default: unchanged)."""
         return self
 
+    def shared_by(self, workers: int) -> ModelBase:
+        """This entry for one of ``workers`` processes that share its servers' limits
+        (each gets its share of them; default: unchanged, nothing shared)."""
+        return self
+
     def settings(self, defaults: Defaults) -> GenerationSettings:
         """The effective temperature, k, max_tokens and seed."""
         return GenerationSettings(

@@ -580,6 +580,33 @@ class OpenAIConfig(ModelBase):
             if entry is not None
         ]
 
+    def shared_by(self, workers: int) -> OpenAIConfig:
+        """This entry with ``max_concurrency`` (each replica's too) and
+        ``requests_per_minute`` divided among ``workers`` processes, so that together
+        they keep to the pool file's limits (a concurrency of at least 1 each)."""
+        if workers == 1:
+            return self
+
+        def share(limit: int) -> int:
+            return max(limit // workers, 1)
+
+        base_urls = self.base_urls
+        if base_urls is not None:
+            base_urls = [
+                entry.model_copy(update={"max_concurrency": share(entry.max_concurrency)})
+                if isinstance(entry, ReplicaConfig) and entry.max_concurrency is not None
+                else entry
+                for entry in base_urls
+            ]
+        rpm = self.requests_per_minute
+        return self.model_copy(
+            update={
+                "max_concurrency": share(self.max_concurrency),
+                "base_urls": base_urls,
+                "requests_per_minute": None if rpm is None else rpm / workers,
+            }
+        )
+
     def identity(self) -> dict[str, Any]:
         """The served model's name (not its servers: replicas serve the same weights)."""
         return {"model": self.model}
