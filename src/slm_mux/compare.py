@@ -67,7 +67,8 @@ def _member_identity(member: Member) -> str:
     """What makes a member's replies: its settings hash (or, without one, its settings)."""
     if member.settings_hash is not None:
         return member.settings_hash
-    return f"{member.temperature}:{member.max_tokens}:{member.seed}"
+    top_p = "" if member.top_p == 1 else f":{member.top_p}"
+    return f"{member.temperature}:{member.max_tokens}:{member.seed}{top_p}"
 
 
 def config_hash(method: str, settings: Mapping[str, Any], members: Sequence[Member]) -> str:

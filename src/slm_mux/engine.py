@@ -113,6 +113,7 @@ def sample_stream(
         temperature=member.temperature,
         max_tokens=member.max_tokens,
         seed=sample_seed(member.seed, question.id, samples[0]),
+        top_p=member.top_p,
     )
 
     async def numbered() -> AsyncGenerator[Batch, None]:

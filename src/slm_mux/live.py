@@ -157,6 +157,7 @@ async def send(member: Member, messages: list[Message], n: int, seed: int | None
         temperature=member.temperature,
         max_tokens=member.max_tokens,
         seed=seed,
+        top_p=member.top_p,
     )
     texts: dict[int, str] = {}
     responses = prompt_tokens = completion_tokens = 0

@@ -22,6 +22,7 @@ class Member:
     temperature: float = 0.3
     max_tokens: int = 1024
     seed: int | None = 0
+    top_p: float = 1.0
     settings_hash: str | None = None
     price: Price | None = None
 

@@ -265,6 +265,7 @@ def members_of(
                 temperature=settings.temperature,
                 max_tokens=settings.max_tokens,
                 seed=settings.seed,
+                top_p=settings.top_p,
                 settings_hash=model.settings_hash(pool.defaults),
                 price=model.price.price() if model.price is not None else None,
             )

@@ -55,6 +55,15 @@ async def test_one_request_carries_model_messages_n_temperature_max_tokens_seed(
     assert all(c.latency_s > 0 for c in completions)
 
 
+async def test_top_p_below_one_is_sent(
+    fake_server: tuple[str, FakeServer], make_backend: MakeBackend
+) -> None:
+    url, server = fake_server
+    request = GenerationRequest(MESSAGES, n=1, temperature=0.3, max_tokens=64, top_p=0.9)
+    await make_backend(url).generate(request)
+    assert server.requests[0].body["top_p"] == 0.9
+
+
 async def test_token_counts_add_up_to_the_servers_usage_and_give_a_cost(
     fake_server: tuple[str, FakeServer], make_backend: MakeBackend
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from dataclasses import asdict
@@ -121,6 +122,8 @@ OPENAI = {"name": "q", "backend": "openai", "base_url": "http://h/v1", "model": 
         ({"temperature": 0.9}, False),
         ({"max_tokens": 10}, False),
         ({"seed": 7}, False),
+        ({"top_p": 0.9}, False),
+        ({"top_p": 1.0}, True),  # the default: stores from before the key keep their hash
         ({"model": "other"}, False),
         ({"k": 9}, True),
         ({"base_url": "http://elsewhere:9000/v1"}, True),
@@ -135,6 +138,13 @@ def test_settings_hash_covers_what_changes_samples(change: dict[str, object], sa
     first = base.models[0].settings_hash(base.defaults)
     assert len(first) == 64
     assert (first == changed.models[0].settings_hash(changed.defaults)) is same
+
+
+def test_the_hash_without_top_p_is_the_one_before_the_key_existed() -> None:
+    pool = pool_from_dict({"models": [OPENAI]})
+    payload = {"backend": "openai", "model": "m", "temperature": 0.3, "max_tokens": 1024, "seed": 0}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    assert pool.models[0].settings_hash(pool.defaults) == digest
 
 
 def test_settings_hash_follows_the_defaults() -> None:
@@ -300,3 +310,16 @@ def test_members_of_picks_models_and_overrides_k(tmp_path: Path) -> None:
         assert [m.k for m in members_of(pool)] == [3, 5, 3]
     with pytest.raises(InputError, match=r"^unknown model 'gpt'; the pool has qwen-1.5b, tiny"):
         members_of(pool, models=["gpt"])
+
+
+def test_top_p_reaches_each_member() -> None:
+    scripted = {"backend": "scripted", "script": {"*": ["x"]}}
+    pool = pool_from_dict(
+        {
+            "defaults": {"top_p": 0.8},
+            "models": [{"name": "a", **scripted}, {"name": "b", "top_p": 0.5, **scripted}],
+        }
+    )
+    assert [member.top_p for member in members_of(pool)] == [0.8, 0.5]
+    with pytest.raises(InputError, match="top_p"):
+        pool_from_dict({"defaults": {"top_p": 0}, "models": [{"name": "a", **scripted}]})

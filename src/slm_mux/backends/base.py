@@ -34,7 +34,8 @@ class GenerationRequest:
     """A chat request for ``n`` samples.
 
     ``seed`` makes sampling reproducible where the backend supports it;
-    ``top_p`` (nucleus sampling, 1: off) is honoured by the in-process backend.
+    ``top_p`` (nucleus sampling, 1: off) is sent to servers when below 1 and
+    honoured row by row by the in-process backend.
     """
 
     messages: list[dict[str, str]]

@@ -60,6 +60,9 @@ class Defaults(Strict):
         "samples a collection stores unless --samples says otherwise.",
     )
     max_tokens: int = Field(default=1024, ge=1, description="Most tokens a sample may generate.")
+    top_p: float = Field(
+        default=1.0, gt=0, le=1, description="Nucleus sampling mass (1: off, as in the paper)."
+    )
     seed: int | None = Field(
         default=0, description="Base sampling seed; null for unseeded sampling."
     )
@@ -87,6 +90,7 @@ class GenerationSettings:
     k: int
     max_tokens: int
     seed: int | None
+    top_p: float = 1.0
 
 
 class ModelBase(Strict, ABC):
@@ -111,6 +115,7 @@ class ModelBase(Strict, ABC):
     k: int | None = Field(default=None, ge=1, description="Overrides defaults.k.")
     max_tokens: int | None = Field(default=None, ge=1, description="Overrides defaults.max_tokens.")
     seed: int | None = Field(default=None, description="Overrides defaults.seed.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Overrides defaults.top_p.")
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -130,23 +135,27 @@ class ModelBase(Strict, ABC):
         return self
 
     def settings(self, defaults: Defaults) -> GenerationSettings:
-        """The effective temperature, k, max_tokens and seed."""
+        """The effective temperature, k, max_tokens, seed and top_p."""
         return GenerationSettings(
             temperature=defaults.temperature if self.temperature is None else self.temperature,
             k=defaults.k if self.k is None else self.k,
             max_tokens=defaults.max_tokens if self.max_tokens is None else self.max_tokens,
             seed=defaults.seed if self.seed is None else self.seed,
+            top_p=defaults.top_p if self.top_p is None else self.top_p,
         )
 
     def settings_hash(self, defaults: Defaults) -> str:
         """SHA-256 (hex) of what determines a sample's distribution.
 
         Covers the backend kind, the model's :meth:`identity` and the
-        effective temperature, max_tokens and seed. It leaves out ``k`` (more
-        samples do not change earlier ones), the server address, limits and
-        headers, and never sees secrets.
+        effective temperature, max_tokens, seed and top_p (only when below 1,
+        so stores from before the key existed keep their hash). It leaves out
+        ``k`` (more samples do not change earlier ones), the server address,
+        limits and headers, and never sees secrets.
         """
         settings = asdict(self.settings(defaults))
         del settings["k"]
+        if settings["top_p"] == 1:
+            del settings["top_p"]
         payload = {"backend": self.backend, **self.identity(), **settings}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -423,6 +423,8 @@ class OpenAICompatibleBackend:
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
         }
+        if request.top_p < 1:
+            body["top_p"] = request.top_p
         if n > 1:
             body["n"] = n
         if seed is not None:
