@@ -286,8 +286,3 @@ def test_bad_policy_names_are_one_clear_error(text: str, says: str) -> None:
     message = str(error.value)
     assert says in message and "\n" not in message
     assert repr(text) in message
-
-
-def test_only_full_and_exact_are_lossless() -> None:
-    lossless = [p for p in ("full", "exact", "first-agree", "two-unanimous", "agree:0.5")]
-    assert [Policy.parse(p).lossless for p in lossless] == [True, True, False, False, False]

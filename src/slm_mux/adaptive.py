@@ -192,11 +192,6 @@ class Policy:
     def __str__(self) -> str:
         return f"agree:{self.threshold:g}" if self.kind == "agree" else self.kind
 
-    @property
-    def lossless(self) -> bool:
-        """Whether the decision always equals full sampling's on the same samples."""
-        return self.kind in ("full", "exact")
-
     def next_round(
         self, codes: Sequence[Sequence[int]], k: Sequence[int], rank: Sequence[int]
     ) -> list[int]:
