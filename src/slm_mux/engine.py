@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from slm_mux.adaptive import Policy
-from slm_mux.backends.base import Batch, Completion, GenerationRequest
+from slm_mux.backends.base import Batch, Completion
 from slm_mux.errors import BackendError, InputError, SlmMuxError
 from slm_mux.members import Member, close_members
 from slm_mux.selection import NO_VOTE, Decision, decide, encode, tie_break_rank
@@ -107,13 +107,8 @@ def sample_stream(
     One request for ``len(samples)`` completions, seeded by the first sample's
     number; each batch names the samples by their numbers in ``samples``.
     """
-    request = GenerationRequest(
-        messages=task.messages(question),
-        n=len(samples),
-        temperature=member.temperature,
-        max_tokens=member.max_tokens,
-        seed=sample_seed(member.seed, question.id, samples[0]),
-        top_p=member.top_p,
+    request = member.request(
+        task.messages(question), len(samples), sample_seed(member.seed, question.id, samples[0])
     )
 
     async def numbered() -> AsyncGenerator[Batch, None]:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slm_mux.adaptive import Policy
-from slm_mux.backends.base import GenerationRequest
 from slm_mux.engine import ModelSamples, mux_decision, off_loop_if_slow, sample_rounds, sample_seed
 from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member
@@ -151,14 +150,7 @@ class Sent:
 
 async def send(member: Member, messages: list[Message], n: int, seed: int | None) -> Sent:
     """One call of ``n`` replies through the member's backend, with its settings."""
-    request = GenerationRequest(
-        messages=messages,
-        n=n,
-        temperature=member.temperature,
-        max_tokens=member.max_tokens,
-        seed=seed,
-        top_p=member.top_p,
-    )
+    request = member.request(messages, n, seed)
     texts: dict[int, str] = {}
     responses = prompt_tokens = completion_tokens = 0
     known_prompt = known_completion = True

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from slm_mux.backends.base import Backend, Price
+from slm_mux.backends.base import Backend, GenerationRequest, Price
+from slm_mux.tasks.base import Message
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,17 @@ class Member:
     def name(self) -> str:
         """The model's name in the pool."""
         return self.backend.name
+
+    def request(self, messages: list[Message], n: int, seed: int | None) -> GenerationRequest:
+        """A request for ``n`` completions of ``messages`` with this model's settings."""
+        return GenerationRequest(
+            messages=messages,
+            n=n,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=seed,
+            top_p=self.top_p,
+        )
 
 
 async def close_members(members: Iterable[Member]) -> None:

@@ -170,16 +170,19 @@ class Study:
         evaluation = None
         if int(self.test.recorded.min()) >= chosen:
             evaluation = self.evaluate(k=chosen, trials=trials, seed=seed)
-        replayed = replay_policies(
+        return evaluation, self._replay(policies, k=chosen, trials=trials, seed=seed)
+
+    def _replay(self, policies: Sequence[Policy], *, k: int, trials: int, seed: int) -> Replayed:
+        """``policies`` replayed on the test split, tie-breaks and tokens from this study."""
+        return replay_policies(
             self.test,
             policies,
-            k=chosen,
+            k=k,
             trials=trials,
             seed=seed,
             validation_accuracy=self.validation_accuracy,
             tokens=self.test_tokens,
         )
-        return evaluation, replayed
 
     def search(
         self, *, k: int | None, max_models: int, lam: float, trials: int, seed: int
@@ -252,15 +255,7 @@ class Study:
         evaluation = self.evaluate(k=k, trials=trials, seed=seed)
         replayed = None
         if policies:
-            replayed = replay_policies(
-                self.test,
-                policies,
-                k=k,
-                trials=trials,
-                seed=seed,
-                validation_accuracy=self.validation_accuracy,
-                tokens=self.test_tokens,
-            )
+            replayed = self._replay(policies, k=k, trials=trials, seed=seed)
         found = scaling = None
         plots: list[Path] = []
         if self.validation is not None:
