@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import statistics
 
-from slm_mux.backends.openai_compat import OpenAICompatibleBackend
+from slm_mux.backends.openai.client import OpenAICompatibleBackend
 from slm_mux.engine import Mux, MuxAnswer
 from slm_mux.members import Member
 from slm_mux.tasks import Question

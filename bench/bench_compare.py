@@ -38,7 +38,7 @@ from pathlib import Path
 
 from fake_server_process import free_port, start_server
 
-from slm_mux.backends.openai_compat import OpenAICompatibleBackend
+from slm_mux.backends.openai.client import OpenAICompatibleBackend
 from slm_mux.compare import compare
 from slm_mux.comparison import SHARED
 from slm_mux.members import Member, close_members

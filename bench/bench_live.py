@@ -27,7 +27,7 @@ import httpx
 import openai
 from fake_server_process import free_port, start_server
 
-from slm_mux.backends.openai_compat import OpenAICompatibleBackend
+from slm_mux.backends.openai.client import OpenAICompatibleBackend
 from slm_mux.collect import collect
 from slm_mux.members import Member, close_members
 from slm_mux.store import Store

@@ -6,7 +6,7 @@ own fake OpenAI-compatible server process that answers after 200 ms. Then the sa
 requests go directly to the three models (each request: the three calls at once, the
 prompt and ``n = k`` the mux sends, timed until the slowest answers), with the same
 concurrency. Both paths' clients are the HTTP client the server itself uses upstream
-(:class:`slm_mux.backends.http.HttpClient`: ``aiohttp``, raw JSON), so the client side
+(:class:`slm_mux.backends.openai.http.HttpClient`: ``aiohttp``, raw JSON), so the client side
 costs the same per call and the difference is the server's. Prints a Markdown table: p50 and
 p99 latency of both, what the server adds (the difference of the percentiles),
 errors, and the server's CPU time per request (its processes', from /proc).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from fake_server_process import free_port, start_server, wait_until_up
 
-from slm_mux.backends.http import HttpClient, Reply
+from slm_mux.backends.openai.http import HttpClient, Reply
 from slm_mux.live import ChatTask
 from slm_mux.tasks import get_task
 

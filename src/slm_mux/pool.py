@@ -11,8 +11,8 @@ A YAML (``.yaml``/``.yml``) or TOML (``.toml``) file with generation
       - {name: fake, backend: scripted, script: {"*": ["#### 4", "#### 5"]}}
 
 Each model's ``backend`` key picks its entry class, which lives beside the
-backend and builds it (:class:`~slm_mux.backends.config.ModelBase`); a new
-backend is one new module in :mod:`slm_mux.backends`, found there by itself. Every key is checked: a
+backend and builds it (:class:`~slm_mux.backends.config.ModelBase`); the
+classes are registered in :data:`slm_mux.backends.registry.BACKENDS`. Every key is checked: a
 typo, a key another backend uses, a missing required key, a duplicate name or
 a key written twice is an :class:`~slm_mux.errors.InputError` naming the file
 and the key's path (or line), e.g. ``pool.yaml: models[1].temprature: unknown
@@ -24,42 +24,20 @@ holding one (read when the backend is built). TOML is read with ``tomllib``
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from slm_mux import backends
 from slm_mux.backends.config import KEY_ERROR, Defaults, ModelBase, Strict, key_error
+from slm_mux.backends.registry import BACKENDS as _CONFIGS
 from slm_mux.errors import FormatError, InputError
 from slm_mux.members import Member
-
-
-def _entry_classes() -> dict[str, type[ModelBase]]:
-    """Every backend's pool entry class, by the value of its ``backend`` key.
-
-    Each module of :mod:`slm_mux.backends` is imported and its direct
-    :class:`ModelBase` subclasses are collected, so a new backend is one new
-    module there and nothing else.
-    """
-    for module in pkgutil.iter_modules(backends.__path__):
-        importlib.import_module(f"{backends.__name__}.{module.name}")
-    found: dict[str, type[ModelBase]] = {}
-    for entry in ModelBase.__subclasses__():
-        (tag,) = get_args(entry.model_fields["backend"].annotation)
-        found[tag] = entry
-    return dict(sorted(found.items()))
-
-
-_CONFIGS = _entry_classes()
-"""Each backend's pool entry, by the value of its ``backend`` key."""
 
 if TYPE_CHECKING:
     ModelConfig = ModelBase

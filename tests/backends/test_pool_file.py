@@ -12,7 +12,7 @@ import pytest
 
 from slm_mux.backends import OpenAICompatibleBackend, ScriptedBackend, TransformersBackend
 from slm_mux.backends.config import Defaults, GenerationSettings
-from slm_mux.backends.openai_compat import OpenAIConfig
+from slm_mux.backends.openai.config import OpenAIConfig
 from slm_mux.backends.transformers_local import TransformersConfig
 from slm_mux.cli import main
 from slm_mux.errors import FormatError, InputError

@@ -1,8 +1,9 @@
 """Model backends: an OpenAI-compatible client, in-process transformers, and a script.
 
-Build them from a pool file: each entry of :func:`slm_mux.pool.load_pool` has ``build()``. The
-concrete backends are imported on first use, so ``import slm_mux`` does not
-load the ``openai`` SDK or torch.
+Build them from a pool file: each entry of :func:`slm_mux.pool.load_pool` has ``build()``;
+the entries are registered in :mod:`slm_mux.backends.registry`. The concrete
+backends are imported on first use, so ``import slm_mux`` does not load
+``aiohttp`` or torch.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from slm_mux.backends.base import (
 )
 
 if TYPE_CHECKING:
-    from slm_mux.backends.openai_compat import OpenAICompatibleBackend
+    from slm_mux.backends.openai.client import OpenAICompatibleBackend
     from slm_mux.backends.scripted import ScriptedBackend, ScriptFn
     from slm_mux.backends.transformers_local import TransformersBackend
 
 _LAZY = {
-    "OpenAICompatibleBackend": "slm_mux.backends.openai_compat",
+    "OpenAICompatibleBackend": "slm_mux.backends.openai.client",
     "ScriptFn": "slm_mux.backends.scripted",
     "ScriptedBackend": "slm_mux.backends.scripted",
     "TransformersBackend": "slm_mux.backends.transformers_local",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,25 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections, threads or memory held by the backend."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReplicaStats:
+    """One replica's counters: requests sent, failed attempts, cooldowns begun."""
+
+    url: str
+    requests: int
+    errors: int
+    cooldowns: int
+
+
+@runtime_checkable
+class Replicated(Protocol):
+    """A backend whose requests go to replicas and that counts them per replica."""
+
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Requests, failed attempts and cooldowns per replica so far."""
         ...
 
 

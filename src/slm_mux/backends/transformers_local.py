@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import secrets
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -43,6 +43,9 @@ from slm_mux.backends.batching import Batcher, BatchStats, OutOfMemory
 from slm_mux.backends.config import ModelBase
 from slm_mux.backends.decoding import Decoded, Row, decode
 from slm_mux.errors import BackendError, InputError
+
+_log = logging.getLogger("slm_mux")
+"""Warnings go here (the CLI prints them as ``slm-mux: warning: ...``)."""
 
 _LOAD_LOCK = threading.Lock()
 """Serializes loading (and the one-time thread setting)."""
@@ -92,7 +95,7 @@ def set_threads_once(name: str, threads: int | None) -> None:
 
     ``threads`` (when given) of the first model to load wins; without it torch
     keeps its default (the physical cores). A later model asking for another
-    count gets a warning on stderr, not a change under the running models.
+    count gets a logged warning, not a change under the running models.
     """
     global _threads_set
     import torch
@@ -102,10 +105,12 @@ def set_threads_once(name: str, threads: int | None) -> None:
             torch.set_num_threads(threads)
         _threads_set = torch.get_num_threads()
     elif threads is not None and threads != _threads_set:
-        print(
-            f"slm-mux: warning: model {name!r}: threads {threads} ignored; this process "
-            f"already uses {_threads_set} CPU threads for in-process models",
-            file=sys.stderr,
+        _log.warning(
+            "model %r: threads %d ignored; this process already uses %d CPU threads for "
+            "in-process models",
+            name,
+            threads,
+            _threads_set,
         )
 
 
@@ -239,7 +244,7 @@ class TransformersBackend:
                     raise OutOfMemory(
                         f"model {self.name!r}: out of device memory even for one sequence"
                     ) from None
-                except (RuntimeError, ValueError, TypeError) as error:
+                except RuntimeError as error:  # torch's failures; ours (TypeError...) surface
                     raise BackendError(
                         f"model {self.name!r}: generation failed: {_one_line(error)}"
                     ) from None
@@ -258,10 +263,11 @@ class TransformersBackend:
             return self._loaded
 
     def _report_split(self, rows: int) -> None:
-        print(
-            f"slm-mux: warning: model {self.name!r}: out of device memory with {rows} "
-            "samples in a batch; retrying them as two batches",
-            file=sys.stderr,
+        _log.warning(
+            "model %r: out of device memory with %d samples in a batch; retrying them as "
+            "two batches",
+            self.name,
+            rows,
         )
 
     def _prompt_ids(self, tokenizer: Any, messages: list[dict[str, str]]) -> tuple[int, ...]:

@@ -1,9 +1,11 @@
-"""Test helpers shipped with the package: a fake OpenAI-compatible server and a tiny model.
+"""Test helpers shipped with the package: a fake OpenAI-compatible server, a tiny model
+and a manual clock.
 
 The fake server needs uvicorn and starlette (the ``server`` or ``dev`` extra);
 the tiny model needs the ``local`` extra.
 """
 
+from slm_mux.testing.clock import ManualClock
 from slm_mux.testing.fake_server import (
     AnswerFn,
     FakeServer,
@@ -20,6 +22,7 @@ __all__ = [
     "FakeServer",
     "FakeServerConfig",
     "Fault",
+    "ManualClock",
     "RecordedRequest",
     "build_tiny_model",
     "echo_answer",

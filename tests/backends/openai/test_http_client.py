@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from slm_mux.backends.http import HttpClient, TransportError, connection_limit
+from slm_mux.backends.openai.http import HttpClient, TransportError, connection_limit
 from slm_mux.testing.fake_server import FakeServer, Fault, run_fake_server
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "q"}]}).encode()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from slm_mux.backends import OpenAICompatibleBackend
-from slm_mux.backends.replicas import shown_url
+from slm_mux.backends.openai.replicas import shown_url
 from slm_mux.backends.scripted import ScriptedBackend
 from slm_mux.cli import main
 from slm_mux.collect import replica_line

@@ -10,10 +10,17 @@ from collections.abc import Callable
 import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend, Price
-from slm_mux.backends.openai_compat import _REJECTS_N, parse_retry_after
-from slm_mux.backends.replicas import backoff_delay
+from slm_mux.backends.openai.wire import REJECTS_N, parse_retry_after
+from slm_mux.backends.openai.replicas import backoff_delay
 from slm_mux.errors import BackendError, InputError
-from slm_mux.testing import FakeServer, FakeServerConfig, Fault, echo_answer, run_fake_server
+from slm_mux.testing import (
+    FakeServer,
+    FakeServerConfig,
+    Fault,
+    ManualClock,
+    echo_answer,
+    run_fake_server,
+)
 
 MakeBackend = Callable[..., OpenAICompatibleBackend]
 
@@ -137,11 +144,11 @@ async def test_429_waits_for_retry_after(
 ) -> None:
     url, server = fake_server
     server.faults.push(Fault.error(429, "slow down", retry_after=0.4))
-    backend = make_backend(url)
+    clock = ManualClock()
+    backend = make_backend(url, clock=clock, sleep=clock.sleep)
     completions = await backend.generate(ask(1))
-    ((kind, seconds),) = backend.waits  # the replica's cooldown, less the instant since
-    assert kind == "retry"
-    assert seconds == pytest.approx(0.4, abs=0.01)
+    assert list(backend.waits) == [("retry", 0.4)]  # the replica's whole cooldown
+    assert clock.slept == [0.4]
     assert server.request_count == 2
     assert completions[0].text == expected(11, 0)
 
@@ -281,12 +288,14 @@ async def test_requests_per_minute_spaces_requests(
     fake_server: tuple[str, FakeServer], make_backend: MakeBackend
 ) -> None:
     url, server = fake_server
-    backend = make_backend(url, requests_per_minute=600)  # one request per 0.1 s
+    clock = ManualClock()
+    backend = make_backend(url, requests_per_minute=600, clock=clock, sleep=clock.sleep)
     await asyncio.gather(*(backend.generate(ask(1)) for _ in range(4)))
     # The first goes at once; the others wait for slots 0.1 s apart.
     waits = list(backend.waits)
     assert [kind for kind, _ in waits] == ["pace"] * 3
-    assert [seconds for _, seconds in waits] == pytest.approx([0.1, 0.2, 0.3], abs=0.03)
+    assert [seconds for _, seconds in waits] == pytest.approx([0.1, 0.2, 0.3])
+    assert clock.slept == pytest.approx([0.1, 0.2, 0.3])
     assert server.request_count == 4
 
 
@@ -364,4 +373,4 @@ async def test_a_server_that_is_not_there_ends_in_a_connection_error(
     ],
 )
 def test_which_400_messages_mean_n_is_unsupported(message: str, rejects_n: bool) -> None:
-    assert bool(_REJECTS_N.search(message)) is rejects_n
+    assert bool(REJECTS_N.search(message)) is rejects_n

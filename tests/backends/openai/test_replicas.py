@@ -7,26 +7,12 @@ from collections import Counter
 
 import pytest
 
-from slm_mux.backends.replicas import Replica, ReplicaSet
+from slm_mux.backends.openai.replicas import Replica, ReplicaSet
+from slm_mux.testing import ManualClock
 
 
-class Clock:
-    """A clock that moves only when someone sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def replica_set(*capacities: int, clock: Clock | None = None, seed: str = "m") -> ReplicaSet[None]:
-    clock = clock or Clock()
+def replica_set(*capacities: int, clock: ManualClock | None = None, seed: str = "m") -> ReplicaSet[None]:
+    clock = clock or ManualClock(100.0)
     replicas = [Replica(f"http://r{i}/v1", c, None) for i, c in enumerate(capacities)]
     return ReplicaSet(
         replicas,
@@ -90,7 +76,7 @@ def test_finished_requests_free_their_replica() -> None:
 
 
 def test_a_failed_replica_cools_down_then_comes_back() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     replicas = replica_set(4, 4, clock=clock)
     bad, good = replicas.replicas
     assert replicas.cool(bad, clock.now, retry_after=None) == pytest.approx(0.75, abs=0.25)
@@ -105,7 +91,7 @@ def test_a_failed_replica_cools_down_then_comes_back() -> None:
 
 
 def test_retry_after_sets_the_cooldown_capped_at_the_backoff_maximum() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     replicas = replica_set(4, clock=clock)
     (only,) = replicas.replicas
     assert replicas.cool(only, clock.now, retry_after=3.0) == 3.0
@@ -114,7 +100,7 @@ def test_retry_after_sets_the_cooldown_capped_at_the_backoff_maximum() -> None:
 
 
 def test_backoff_grows_with_consecutive_failures_and_resets_on_success() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     replicas = replica_set(4, clock=clock)
     (only,) = replicas.replicas
     delays = []
@@ -134,7 +120,7 @@ def test_backoff_grows_with_consecutive_failures_and_resets_on_success() -> None
 
 
 def test_failures_of_requests_already_in_flight_are_one_outage() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     replicas = replica_set(8, clock=clock)
     (only,) = replicas.replicas
     sent = clock.now
@@ -145,7 +131,7 @@ def test_failures_of_requests_already_in_flight_are_one_outage() -> None:
 
 
 def test_when_every_replica_cools_a_request_waits_for_the_first_to_recover() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     replicas = replica_set(4, 4, 4, clock=clock)
     first, second, third = replicas.replicas
     for replica, seconds in ((first, 5.0), (second, 2.0), (third, 7.0)):

@@ -32,8 +32,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Generic, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from slm_mux.backends.base import ReplicaStats
 
 T = TypeVar("T")
 
@@ -50,25 +52,6 @@ def shown_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-@dataclass(frozen=True)
-class ReplicaStats:
-    """One replica's counters: requests sent, failed attempts, cooldowns begun."""
-
-    url: str
-    requests: int
-    errors: int
-    cooldowns: int
-
-
-@runtime_checkable
-class Replicated(Protocol):
-    """A backend whose requests go to replicas and that counts them per replica."""
-
-    def replica_stats(self) -> list[ReplicaStats]:
-        """Requests, failed attempts and cooldowns per replica so far."""
-        ...
 
 
 @dataclass(eq=False)

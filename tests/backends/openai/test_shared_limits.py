@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slm_mux.backends.openai_compat import OpenAIConfig
+from slm_mux.backends.openai.config import OpenAIConfig
 from slm_mux.pool import pool_from_dict
 
 

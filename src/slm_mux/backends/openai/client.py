@@ -1,0 +1,325 @@
+"""The retrying client: one backend for every OpenAI-compatible chat server.
+
+vLLM, SGLang, llama.cpp, Ollama, LM Studio, Together, OpenRouter and OpenAI
+differ only in configuration: base URL, model name, the *name* of the
+environment variable holding the API key, and extra headers.
+
+Policy, all ours (requests go out through :mod:`.http`, on aiohttp; bodies and
+replies are read in :mod:`.wire`):
+
+* ``n`` samples go in one request. A server that answers with fewer choices,
+  or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
+  model) as not supporting ``n``; the missing samples, and every later
+  request, go as parallel single requests. Single request ``i`` uses seed
+  ``seed + i``, so sample 0 keeps the request's seed. What was learned is
+  also written to the capability cache (:mod:`.endpoints`), so the next
+  process starts with it instead of paying a second round trip.
+* Completions are handed back as they finish (:meth:`OpenAICompatibleBackend.stream`):
+  the ``n``-request's choices together, then each single request on its own.
+* Backends on the same endpoint share one concurrency limit and one
+  requests-per-minute pacing (:class:`~.endpoints.Endpoint`).
+* A model may be served by several replicas (``base_urls``); each request goes
+  to the least busy one that is not cooling down (:mod:`.replicas`),
+  through one HTTP client per replica. Each replica is its own endpoint: its own
+  concurrency limit, pacing and learned ``n`` support (replicas may run
+  different servers); an ``n``-request goes only to replicas not known to
+  refuse ``n``.
+* 408, 409, 429, 5xx, connection errors, timeouts, malformed JSON and empty
+  ``choices`` are retried: the replica that failed cools down for the server's
+  ``Retry-After`` seconds or an exponential backoff with jitter (both capped at
+  ``backoff_max_s``), and the retry goes to another replica, or waits for the
+  first to recover. Other 4xx fail at once. Every attempt is bounded by
+  ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Literal
+
+from slm_mux.backends.base import Batch, Completion, GenerationRequest, Price, Usage, gather_stream
+from slm_mux.backends.openai.endpoints import Endpoint, endpoint
+from slm_mux.backends.openai.http import HttpClient, Reply, TransportError
+from slm_mux.backends.openai.replicas import Replica, ReplicaSet, ReplicaStats
+from slm_mux.backends.openai.wire import (
+    REJECTS_N,
+    MalformedReply,
+    one_line,
+    parse_completions,
+    parse_retry_after,
+    request_body,
+    server_message,
+)
+from slm_mux.errors import BackendError, InputError
+
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.url = ""
+        """The replica that failed (set where the attempt was routed)."""
+
+
+class _NUnsupported(Exception):
+    """The server rejected ``n > 1``."""
+
+
+class OpenAICompatibleBackend:
+    """A model behind any OpenAI-compatible ``/chat/completions`` endpoint.
+
+    ``api_key_env`` names the environment variable that holds the key (read
+    once, here; never stored elsewhere); without it a placeholder key is sent,
+    which local servers ignore. ``supports_n``: ``None`` detects and remembers,
+    ``False`` always sends single requests, ``True`` always asks for ``n``
+    (missing choices are still topped up with single requests). Token counts
+    follow :mod:`slm_mux.backends.base`: the prompt is split evenly across the
+    choices of a response, the completion tokens in proportion to each
+    choice's text length. ``latency_s`` is the successful attempt's duration.
+
+    ``base_url`` is one server, or a list of replicas serving the same model,
+    each a URL or ``(URL, max_concurrency)``; a bare URL takes ``max_concurrency``.
+    ``clock`` and ``sleep`` time latencies, cooldowns and pacing (replaceable
+    for tests; see :class:`slm_mux.testing.ManualClock`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | Sequence[str | tuple[str, int]],
+        model: str,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_concurrency: int = 16,
+        requests_per_minute: float | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        supports_n: bool | None = None,
+        price: Price | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        api_key = "unused"
+        if api_key_env is not None:
+            value = os.environ.get(api_key_env)
+            if not value:
+                raise InputError(f"model {name!r}: environment variable {api_key_env} is not set")
+            api_key = value
+        self.name = name
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.price = price
+        self.usage = Usage()
+        self.waits: deque[tuple[str, float]] = deque(maxlen=256)
+        """The latest waits before an attempt, newest last: ``("retry", s)`` while every
+        replica cooled down, or ``("pace", s)`` under the requests-per-minute limit."""
+        self._always_n = supports_n is True
+        entries = [base_url] if isinstance(base_url, str) else list(base_url)
+        replicas = []
+        for entry in entries:
+            url, limit = (entry, max_concurrency) if isinstance(entry, str) else entry
+            url = url.rstrip("/")
+            state = endpoint(name, url, model, limit, requests_per_minute, supports_n)
+            replicas.append(Replica(url, limit, state))
+        self.base_urls = [replica.url for replica in replicas]
+        self.replicas = ReplicaSet(
+            replicas,
+            seed=name,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._clock = clock
+        self._sleep = sleep
+        self._api_key = api_key
+        self._headers = dict(headers or {})
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, HttpClient]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        urls = self.base_urls[0] if len(self.base_urls) == 1 else self.base_urls
+        return (
+            f"OpenAICompatibleBackend(name={self.name!r}, base_url={urls!r}, model={self.model!r})"
+        )
+
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Requests, failed attempts and cooldowns per replica so far, in pool-file order."""
+        return self.replicas.stats()
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What this backend's requests so far cost, or ``None`` without a price."""
+        return self.usage.cost_usd(self.price)
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        """Exactly ``request.n`` completions, or raise ``BackendError``."""
+        return await gather_stream(self.stream(request), request.n)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        """The ``n``-request's choices as one batch, then each single request as it finishes."""
+        if request.n < 1:
+            raise ValueError("n must be at least 1")
+        got = 0
+        if request.n > 1 and any(r.target.may_honour_n() for r in self.replicas.replicas):
+            try:
+                first, answered = await self._request(request, request.n, request.seed)
+            except _NUnsupported:
+                pass
+            else:
+                first = first[: request.n]
+                got = len(first)
+                if got == request.n and answered.supports_n is None:
+                    await answered.learn(True)
+                elif got < request.n and not self._always_n:
+                    await answered.learn(False)
+                self.usage.add(first)
+                yield list(enumerate(first))
+        async for batch in self._singles(request, start=got):
+            yield batch
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the running event loop."""
+        clients = self._clients.pop(asyncio.get_running_loop(), {})
+        await asyncio.gather(*(client.aclose() for client in clients.values()))
+
+    async def _singles(self, request: GenerationRequest, start: int) -> AsyncIterator[Batch]:
+        """Samples ``start .. n-1`` as parallel single requests, each yielded as it finishes."""
+
+        async def single(index: int) -> tuple[int, Completion]:
+            seed = None if request.seed is None else request.seed + index
+            completions, _ = await self._request(request, 1, seed)
+            return index, completions[0]
+
+        tasks = [asyncio.ensure_future(single(i)) for i in range(start, request.n)]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                index, completion = await finished
+                self.usage.add([completion])
+                yield [(index, completion)]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _client(self, replica: Replica[Endpoint]) -> HttpClient:
+        """The HTTP client of ``replica`` in the running event loop (:mod:`.http`), with
+        room for the replica's ``max_concurrency`` connections."""
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(replica.url)
+        if client is None:
+            client = HttpClient(
+                replica.url,
+                api_key=self._api_key,
+                headers=self._headers,
+                max_concurrency=replica.capacity,
+            )
+            clients[replica.url] = client
+        return client
+
+    async def _request(
+        self, request: GenerationRequest, n: int, seed: int | None
+    ) -> tuple[list[Completion], Endpoint]:
+        """One request for ``n`` choices, retried: at least one choice and the endpoint that
+        answered, or ``BackendError`` (``_NUnsupported`` when ``n > 1`` is refused)."""
+        body = request_body(self.model, request, n, seed)
+        usable = Endpoint.may_honour_n if n > 1 else None
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(body, usable)
+            except _Retryable as failure:
+                if attempt > self.max_retries:
+                    raise BackendError(
+                        f"model {self.name!r}: gave up after {attempt} attempts at "
+                        f"{failure.url}: {failure}"
+                    ) from None
+                attempt += 1
+
+    async def _attempt(
+        self, body: dict[str, object], usable: Callable[[Endpoint], bool] | None
+    ) -> tuple[list[Completion], Endpoint]:
+        """One HTTP round trip to the least busy usable replica (waiting while all cool down).
+
+        A retryable failure cools the replica down; a refusal of ``n`` is learned.
+        """
+        routed = await self.replicas.acquire(usable)
+        if routed is None:
+            raise _NUnsupported("no replica honours n")
+        replica, waited = routed
+        if waited > 0:
+            self.waits.append(("retry", waited))
+        sent_at = self.replicas.now()
+        outcome: Literal["ok", "error", "cancelled"] = "cancelled"
+        try:
+            completions = await self._send(replica, body)
+            outcome = "ok"
+        except _Retryable as failure:
+            outcome = "error"
+            failure.url = replica.url
+            self.replicas.cool(replica, sent_at, failure.retry_after)
+            raise
+        except _NUnsupported:
+            outcome = "error"
+            await replica.target.learn(False)
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            self.replicas.release(replica, outcome)
+        return completions, replica.target
+
+    async def _send(self, replica: Replica[Endpoint], body: dict[str, object]) -> list[Completion]:
+        """One HTTP round trip to ``replica`` under its endpoint's limits."""
+        url, target = replica.url, replica.target
+        client = self._client(replica)
+        async with target.semaphore():
+            paced = await target.pace(self._clock, self._sleep)
+            if paced > 0:
+                self.waits.append(("pace", paced))
+            started = self._clock()
+            try:
+                response = await asyncio.wait_for(
+                    client.post_chat(json.dumps(body).encode()),
+                    self.timeout_s,
+                )
+            except asyncio.TimeoutError:
+                raise _Retryable(f"no response within {self.timeout_s:g}s") from None
+            except TransportError as error:
+                raise _Retryable(
+                    f"connection error: {one_line(str(error)) or type(error).__name__}"
+                ) from None
+            latency = self._clock() - started
+        if response.status >= 400:
+            raise self._status_failure(response, body, url)
+        try:
+            return parse_completions(response.content, latency)
+        except MalformedReply as malformed:
+            raise _Retryable(str(malformed)) from None
+
+    def _status_failure(self, response: Reply, body: dict[str, object], url: str) -> Exception:
+        """What an HTTP error status means for us: retry, fall back from ``n``, or fail."""
+        status = response.status
+        message = server_message(response.content, response.reason)
+        if status in _RETRY_STATUSES or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            return _Retryable(f"{status}: {message}", retry_after)
+        if status == 400 and "n" in body and not self._always_n and REJECTS_N.search(message):
+            return _NUnsupported(message)
+        return BackendError(f"model {self.name!r}: {status} from {url}: {message}")

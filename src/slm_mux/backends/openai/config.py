@@ -1,0 +1,135 @@
+"""The pool-file entry of an OpenAI-compatible model (``backend: openai``).
+
+Importing it is light (pydantic only): the client, and with it ``aiohttp``,
+loads when :meth:`OpenAIConfig.build` runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from slm_mux.backends.config import ModelBase, Strict, key_error
+
+if TYPE_CHECKING:
+    from slm_mux.backends.openai.client import OpenAICompatibleBackend
+
+
+class ReplicaConfig(Strict):
+    """One replica of ``base_urls`` written as a mapping."""
+
+    url: str = Field(description="Server URL, e.g. http://host:8000/v1.")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Most requests in flight here; null for the model's."
+    )
+
+
+class OpenAIConfig(ModelBase):
+    """A pool entry with ``backend: openai``: a model behind an OpenAI-compatible server."""
+
+    backend: Literal["openai"] = Field(description="openai: an OpenAI-compatible server.")
+    base_url: str | None = Field(
+        default=None, description="Server URL, e.g. http://host:8000/v1 (or give base_urls)."
+    )
+    base_urls: list[str | ReplicaConfig] | None = Field(
+        default=None,
+        min_length=1,
+        description="Replicas serving the same model, in place of base_url: each a URL or "
+        "{url, max_concurrency}. Each request goes to the least busy replica; one that "
+        "fails cools down while the others take its traffic.",
+    )
+    model: str = Field(description="The model name the server knows.")
+    api_key_env: str | None = Field(
+        default=None, description="NAME of the environment variable holding the API key."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="Extra HTTP headers (no secrets)."
+    )
+    max_concurrency: int = Field(
+        default=16, ge=1, description="Most requests in flight (per replica)."
+    )
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Request rate limit per endpoint (replica); null for none."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Seconds before an attempt ends.")
+    max_retries: int = Field(default=4, ge=0, description="Retries after a failed attempt.")
+    supports_n: bool | None = Field(
+        default=None,
+        description="Whether the server honours n; null to detect it (and cache what was learned).",
+    )
+
+    @model_validator(mode="after")
+    def _one_address(self) -> OpenAIConfig:
+        if self.base_urls is None and self.base_url is None:
+            raise key_error("base_url", "required for backend 'openai' (or base_urls: replicas)")
+        if self.base_urls is not None and self.base_url is not None:
+            raise key_error(
+                "base_urls", f"model {self.name!r}: give base_url or base_urls, not both"
+            )
+        seen: set[str] = set()
+        for i, (url, _) in enumerate(self.replicas()):
+            if url in seen:
+                raise key_error(f"base_urls[{i}]", f"model {self.name!r}: {url} is listed twice")
+            seen.add(url)
+        return self
+
+    def replicas(self) -> list[tuple[str, int]]:
+        """Each server's URL (without a trailing ``/``) and concurrency limit."""
+        entries = [self.base_url] if self.base_urls is None else self.base_urls
+        return [
+            (entry.rstrip("/"), self.max_concurrency)
+            if isinstance(entry, str)
+            else (entry.url.rstrip("/"), entry.max_concurrency or self.max_concurrency)
+            for entry in entries
+            if entry is not None
+        ]
+
+    def shared_by(self, workers: int) -> OpenAIConfig:
+        """This entry with ``max_concurrency`` (each replica's too) and
+        ``requests_per_minute`` divided among ``workers`` processes, so that together
+        they keep to the pool file's limits (a concurrency of at least 1 each)."""
+        if workers == 1:
+            return self
+
+        def share(limit: int) -> int:
+            return max(limit // workers, 1)
+
+        base_urls = self.base_urls
+        if base_urls is not None:
+            base_urls = [
+                entry.model_copy(update={"max_concurrency": share(entry.max_concurrency)})
+                if isinstance(entry, ReplicaConfig) and entry.max_concurrency is not None
+                else entry
+                for entry in base_urls
+            ]
+        rpm = self.requests_per_minute
+        return self.model_copy(
+            update={
+                "max_concurrency": share(self.max_concurrency),
+                "base_urls": base_urls,
+                "requests_per_minute": None if rpm is None else rpm / workers,
+            }
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The served model's name (not its servers: replicas serve the same weights)."""
+        return {"model": self.model}
+
+    def build(self) -> OpenAICompatibleBackend:
+        """The backend; reads the API key from ``api_key_env``, if set."""
+        from slm_mux.backends.openai.client import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(
+            self.name,
+            base_url=self.replicas(),
+            model=self.model,
+            api_key_env=self.api_key_env,
+            headers=self.headers,
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            supports_n=self.supports_n,
+            price=self.price.price() if self.price is not None else None,
+        )
