@@ -40,8 +40,7 @@ from rich.progress import (
 from rich.text import Text
 
 from slm_mux.adaptive import Policy
-from slm_mux.backends.base import Batch, Completion, Price
-from slm_mux.backends.base import Replicated
+from slm_mux.backends.base import Batch, Completion, Price, Replicated
 from slm_mux.engine import ModelSamples, sample_rounds, sample_stream
 from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member, close_members

@@ -259,6 +259,36 @@ async def test_a_prompt_too_long_fails_alone(tmp_path: Path) -> None:
     await backend.aclose()
 
 
+@pytest.mark.parametrize(
+    ("raised", "caught"),
+    [
+        (RuntimeError("CUDA error: device-side assert triggered"), BackendError),
+        (TypeError("a bug in our decoding code"), TypeError),
+        (ValueError("a bug in our decoding code"), ValueError),
+    ],
+)
+async def test_a_device_failure_is_a_backend_error_and_our_bug_surfaces(
+    tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: Exception,
+    caught: type[Exception],
+) -> None:
+    def failing(model: Any, rows: Sequence[Row], **options: Any) -> list[Decoded]:
+        raise raised
+
+    monkeypatch.setattr("slm_mux.backends.transformers_local.decode", failing)
+    backend = TransformersBackend("tiny-failing", str(tiny_model))
+    try:
+        with pytest.raises(caught) as error:
+            await backend.generate(ask("2+2"))
+    finally:
+        await backend.aclose()
+    if caught is BackendError:
+        assert str(error.value) == (
+            "model 'tiny-failing': generation failed: CUDA error: device-side assert triggered"
+        )
+
+
 def test_devices_dtypes_and_threads(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:

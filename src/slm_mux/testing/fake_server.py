@@ -42,7 +42,7 @@ def echo_answer(model: str, prompt: str, seed: int | None, index: int) -> str:
     return f"{model} seed={seed} choice={index}: {prompt}"
 
 
-FaultKind = Literal["error", "slow", "malformed_json", "empty_choices", "drop_connection"]
+FaultKind = Literal["error", "slow", "malformed_json", "empty_choices", "drop_connection", "reply"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Fault:
     message: str = "injected failure"
     retry_after: float | None = None
     delay_s: float = 0.0
+    body: bytes = b""
 
     @classmethod
     def error(
@@ -76,6 +77,11 @@ class Fault:
     def empty_choices(cls) -> Fault:
         """Answer 200 with a well-formed completion that has no choices."""
         return cls("empty_choices")
+
+    @classmethod
+    def reply(cls, body: bytes) -> Fault:
+        """Answer 200 with ``body`` as a JSON reply, whatever it holds."""
+        return cls("reply", body=body)
 
     @classmethod
     def drop_connection(cls) -> Fault:
@@ -299,6 +305,8 @@ class FakeServer:
             return Response(
                 b'{"id": "chatcmpl-fake", "choices": [{"ind', media_type="application/json"
             )
+        if fault.kind == "reply":
+            return Response(fault.body, media_type="application/json")
         if fault.kind == "empty_choices":
             return JSONResponse({"id": "chatcmpl-fake", "object": "chat.completion", "choices": []})
         return _DroppedResponse()

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend, Price
-from slm_mux.backends.openai.wire import REJECTS_N, parse_retry_after
 from slm_mux.backends.openai.replicas import backoff_delay
+from slm_mux.backends.openai.wire import REJECTS_N, parse_retry_after
 from slm_mux.errors import BackendError, InputError
 from slm_mux.testing import (
     FakeServer,
@@ -236,6 +236,7 @@ async def test_timeouts_give_up_after_the_last_attempt(
 BROKEN_RESPONSES = [
     (Fault.malformed_json(), "malformed JSON in response"),
     (Fault.empty_choices(), "response has empty 'choices'"),
+    (Fault.reply(b'{"choices": [3]}'), "malformed response: a choice has no 'message'"),
     (Fault.drop_connection(), "connection error: the reply was cut short"),
     (Fault.error(502, "bad gateway"), "502: bad gateway"),
 ]

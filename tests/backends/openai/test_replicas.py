@@ -11,7 +11,9 @@ from slm_mux.backends.openai.replicas import Replica, ReplicaSet
 from slm_mux.testing import ManualClock
 
 
-def replica_set(*capacities: int, clock: ManualClock | None = None, seed: str = "m") -> ReplicaSet[None]:
+def replica_set(
+    *capacities: int, clock: ManualClock | None = None, seed: str = "m"
+) -> ReplicaSet[None]:
     clock = clock or ManualClock(100.0)
     replicas = [Replica(f"http://r{i}/v1", c, None) for i, c in enumerate(capacities)]
     return ReplicaSet(

@@ -10,8 +10,8 @@ import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend
 from slm_mux.backends.config import Defaults
-from slm_mux.backends.openai.http import connection_limit
 from slm_mux.backends.openai.config import OpenAIConfig
+from slm_mux.backends.openai.http import connection_limit
 from slm_mux.errors import InputError
 from slm_mux.pool import pool_from_dict
 from slm_mux.testing import FakeServer, FakeServerConfig, Fault, ManualClock, run_fake_server

@@ -43,10 +43,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
-from slm_mux.backends.base import Batch, Completion, GenerationRequest, Price, Usage, gather_stream
+from slm_mux.backends.base import (
+    Batch,
+    Completion,
+    GenerationRequest,
+    Price,
+    ReplicaStats,
+    Usage,
+    gather_stream,
+)
 from slm_mux.backends.openai.endpoints import Endpoint, endpoint
 from slm_mux.backends.openai.http import HttpClient, Reply, TransportError
-from slm_mux.backends.openai.replicas import Replica, ReplicaSet, ReplicaStats
+from slm_mux.backends.openai.replicas import Replica, ReplicaSet
 from slm_mux.backends.openai.wire import (
     REJECTS_N,
     MalformedReply,

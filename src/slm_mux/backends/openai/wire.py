@@ -106,7 +106,7 @@ def parse_completions(payload: bytes, latency_s: float) -> list[Completion]:
     if data is None:
         raise MalformedReply("malformed JSON in response")
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list):
+    if not isinstance(data, dict) or not isinstance(choices, list):
         raise MalformedReply("malformed response: no 'choices' list")
     if not choices:
         raise MalformedReply("response has empty 'choices'")
