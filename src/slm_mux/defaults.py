@@ -4,9 +4,9 @@
   (``collect``, ``ask``, ``compare``, ``serve``) use each model's ``k`` from the pool.
 * The demo writes its pool with ``k`` = :data:`DEFAULT_K` unless ``--k`` says otherwise.
 * Offline commands (``eval``, ``search``, ``report``, and ``run``'s evaluation)
-  vote on recorded samples: :func:`offline_k` caps :data:`DEFAULT_K` at what the
-  store holds, and the command says so when the cap or the store's extra samples
-  change what a reader would assume.
+  vote on recorded samples: :func:`offline_k` caps :data:`DEFAULT_K` at the fewest
+  samples the store holds, and the command notes it on stderr when the store holds
+  fewer or more samples than the vote uses.
 
 Every table and JSON object of a result names the ``k`` it used.
 """
@@ -17,12 +17,16 @@ DEFAULT_K = 3
 """Samples per model in one SLM-MUX vote when nothing says otherwise (the paper's k)."""
 
 
-def offline_k(recorded: int) -> int:
-    """The ``k`` of an offline vote without ``--k``: :data:`DEFAULT_K`, capped at
-    ``recorded``, the samples the store holds per model and question.
+def offline_k(fewest: int, most: int, *, replaying: bool = False) -> int:
+    """The ``k`` of an offline vote without ``--k``, over a store whose models hold from
+    ``fewest`` to ``most`` samples of each question.
 
-    ``recorded`` is the fewest any model has of any question, so that every
-    question can be voted on; a replay of adaptive policies (whose stores hold
-    prefixes of different lengths) passes the most.
+    :data:`DEFAULT_K` capped at ``fewest``, so that every question can be voted
+    on. One exception: replaying adaptive policies on a store collected
+    adaptively (``fewest < most``: each question holds the prefix its policy
+    drew) uses ``most``, the k it was collected with, the only k whose draws
+    the recorded prefixes replay exactly.
     """
-    return max(1, min(DEFAULT_K, recorded))
+    if replaying and fewest < most:
+        return most
+    return max(1, min(DEFAULT_K, fewest))

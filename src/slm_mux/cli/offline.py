@@ -34,32 +34,35 @@ class ChosenK:
             note(self.why)
 
 
-def chosen_k(given: int | None, recorded: int, *, most: int | None = None) -> ChosenK:
-    """``--k`` when given, else :func:`~slm_mux.defaults.offline_k` of ``recorded``
-    (the samples held), with a note when the store holds fewer samples than the
-    default or, up to ``most``, more than the vote uses."""
+def chosen_k(given: int | None, fewest: int, most: int, *, replaying: bool = False) -> ChosenK:
+    """``--k`` when given, else :func:`~slm_mux.defaults.offline_k`, with a note when
+    the store holds other than ``k`` samples of each model and question."""
     if given is not None:
         return ChosenK(given)
-    k = offline_k(recorded)
+    k = offline_k(fewest, most, replaying=replaying)
+    if k > fewest:
+        return ChosenK(k, f"k={k}: the store was collected adaptively, up to {most} samples "
+                       "per model and question; the policies replay them at that k")
     if k < DEFAULT_K:
-        held = f"{recorded} sample{'s' * (recorded != 1)}"
+        held = f"{fewest} sample{'s' * (fewest != 1)}"
         return ChosenK(k, f"k={k}: some model has only {held} of some question "
                        f"(the default k is {DEFAULT_K})")
-    if most is not None and most > k:
+    if most > k:
         return ChosenK(k, f"k={k} of up to {most} samples recorded per model and question "
                        "(the default; --k to use more)")
     return ChosenK(k)
 
 
-def study_k(study: Study, given: int | None, *, with_validation: bool = False) -> ChosenK:
+def study_k(
+    study: Study, given: int | None, *, with_validation: bool = False, replaying: bool = False
+) -> ChosenK:
     """The k of a vote over ``study``'s recorded samples (:func:`chosen_k`)."""
-    from slm_mux.analysis.arrays import fewest_samples
-
     arrays = [study.test]
     if with_validation and study.validation is not None:
         arrays.append(study.validation)
+    fewest = min(int(a.recorded.min()) for a in arrays)
     most = max(int(a.recorded.max()) for a in arrays)
-    return chosen_k(given, fewest_samples(*arrays), most=most)
+    return chosen_k(given, fewest, most, replaying=replaying)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -169,8 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(plain.to_markdown())
         chosen.say()
         return 0
-    # A store collected adaptively holds prefixes of different lengths: cap at the longest.
-    chosen = chosen_k(args.k, int(study.test.recorded.max()))
+    chosen = study_k(study, args.k, replaying=True)
     evaluation, replayed = study.evaluate_adaptive(
         args.adaptive, k=chosen.k, trials=args.trials, seed=args.seed
     )
@@ -309,8 +311,8 @@ def add_commands(add: flags.AddCommand) -> None:
 
     sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
     _study_flags(sub)
-    flags.replay_flag(sub, "default: none; with it, the default k is capped at the most samples recorded, "
-        "not the fewest")
+    flags.replay_flag(sub, "default: none; on a store collected adaptively, "
+        "k defaults to the k it was collected with")
     flags.json_flag(sub)
 
     sub = add("search", cmd_search, "search the best model subset per size on validation")
