@@ -45,9 +45,7 @@ def add_commands(add: flags.AddCommand) -> None:
     sub.add_argument(
         "--validation-questions", type=questions, default=100, help="validation questions"
     )
-    sub.add_argument(
-        "--samples", type=flags.SAMPLES, default=5, help="samples collected per model"
-    )
+    sub.add_argument("--samples", type=flags.SAMPLES, default=5, help="samples collected per model")
     sub.add_argument(
         "--k",
         type=flags.SAMPLES,

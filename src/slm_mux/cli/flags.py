@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 from slm_mux.adaptive import Policy
 from slm_mux.defaults import DEFAULT_K
 from slm_mux.errors import InputError
-from slm_mux.tasks import task_names
 from slm_mux.tasks.loading import Shard
 
 MAX_SAMPLES = 1000
@@ -135,7 +134,6 @@ def known_list(kind: str, known: Callable[[], Sequence[str]]) -> Callable[[str],
 
 
 model_list = comma_list("model")
-task_list = known_list("task", task_names)
 
 
 def shard(text: str) -> Shard:
@@ -255,9 +253,7 @@ def models_flag(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--models", type=model_list, help=f"comma-separated model names{more}")
 
 
-def task_flag(
-    parser: argparse.ArgumentParser, names: list[str], help_text: str, **kw: Any
-) -> None:
+def task_flag(parser: argparse.ArgumentParser, names: list[str], help_text: str, **kw: Any) -> None:
     """A ``--task`` flag that accepts only ``names``."""
     parser.add_argument(
         "--task", choices=names, metavar="TASK", help=f"{help_text}: {', '.join(names)}", **kw

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from slm_mux.adaptive import Policy
 from slm_mux.cli import flags
-from slm_mux.cli.output import print_json, warn
 from slm_mux.cli.offline import study_k
+from slm_mux.cli.output import print_json, warn
 from slm_mux.errors import InputError
 from slm_mux.tasks import task_names
 from slm_mux.tasks.loading import question_set_names

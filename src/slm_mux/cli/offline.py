@@ -15,6 +15,7 @@ from slm_mux.cli.output import note, print_json, warn
 from slm_mux.defaults import DEFAULT_K, offline_k
 from slm_mux.errors import InputError
 from slm_mux.tasks import task_names
+from slm_mux.tasks.loading import CUSTOM, question_set_names
 
 if TYPE_CHECKING:
     from slm_mux.store import Holding
@@ -41,15 +42,22 @@ def chosen_k(given: int | None, fewest: int, most: int, *, replaying: bool = Fal
         return ChosenK(given)
     k = offline_k(fewest, most, replaying=replaying)
     if k > fewest:
-        return ChosenK(k, f"k={k}: the store was collected adaptively, up to {most} samples "
-                       "per model and question; the policies replay them at that k")
+        return ChosenK(
+            k,
+            f"k={k}: the store was collected adaptively, up to {most} samples "
+            "per model and question; the policies replay them at that k",
+        )
     if k < DEFAULT_K:
         held = f"{fewest} sample{'s' * (fewest != 1)}"
-        return ChosenK(k, f"k={k}: some model has only {held} of some question "
-                       f"(the default k is {DEFAULT_K})")
+        return ChosenK(
+            k, f"k={k}: some model has only {held} of some question (the default k is {DEFAULT_K})"
+        )
     if most > k:
-        return ChosenK(k, f"k={k} of up to {most} samples recorded per model and question "
-                       "(the default; --k to use more)")
+        return ChosenK(
+            k,
+            f"k={k} of up to {most} samples recorded per model and question "
+            "(the default; --k to use more)",
+        )
     return ChosenK(k)
 
 
@@ -155,10 +163,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_tasks(args: argparse.Namespace) -> list[str] | None:
+    """``--task`` with ``custom`` replaced by the tasks a custom file's questions are
+    stored under (its lines' types) that the store holds."""
+    if args.task is None or CUSTOM not in args.task:
+        return args.task
+    from slm_mux.store import Store
+    from slm_mux.tasks.custom import CUSTOM_TYPES
+
+    with Store(args.store, create=False) as store:
+        held = sorted({h.task for h in store.summary()} & set(CUSTOM_TYPES))
+    if not held:
+        raise InputError(
+            f"{args.store}: --task custom matches no sample (a custom file's questions are "
+            f"stored under their types: {', '.join(CUSTOM_TYPES)})"
+        )
+    named = (held if name == CUSTOM else [name] for name in args.task)
+    return list(dict.fromkeys(task for tasks in named for task in tasks))
+
+
 def _open_study(args: argparse.Namespace) -> Study:
     from slm_mux.study import Study
 
-    return Study.open(args.store, models=args.models, task=args.task, warn=warn)
+    return Study.open(args.store, models=args.models, task=_study_tasks(args), warn=warn)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -257,10 +284,11 @@ def _study_flags(parser: argparse.ArgumentParser, *, k: bool = True) -> None:
     flags.models_flag(parser, "all in the store")
     parser.add_argument(
         "--task",
-        type=flags.task_list,
+        type=flags.known_list("task", question_set_names),
         metavar="TASK[,TASK...]",
         help="task(s) of the samples, evaluated together (needed when the store holds several): "
-        + ", ".join(task_names()),
+        + ", ".join(task_names())
+        + f"; {CUSTOM}: the tasks a custom question file stored",
     )
     if k:
         flags.k_flag(parser, flags.OFFLINE_K)
@@ -311,8 +339,10 @@ def add_commands(add: flags.AddCommand) -> None:
 
     sub = add("eval", cmd_eval, "evaluate SLM-MUX and the baselines on the test split")
     _study_flags(sub)
-    flags.replay_flag(sub, "default: none; on a store collected adaptively, "
-        "k defaults to the k it was collected with")
+    flags.replay_flag(
+        sub,
+        "default: none; on a store collected adaptively, k defaults to the k it was collected with",
+    )
     flags.json_flag(sub)
 
     sub = add("search", cmd_search, "search the best model subset per size on validation")

@@ -62,7 +62,9 @@ def status_text(
     """The holdings table, then the failures and servers tables when there are any."""
     parts = [holdings_table(holdings)]
     if failures:
-        parts.append("\nFailed questions (retried by the next collect):\n\n" + failures_table(failures))
+        parts.append(
+            "\nFailed questions (retried by the next collect):\n\n" + failures_table(failures)
+        )
     if replicas:
         parts.append("\nServers per model (its latest collection):\n\n" + replicas_table(replicas))
     return "".join(parts)
