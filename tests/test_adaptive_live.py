@@ -157,7 +157,7 @@ def test_ask_prints_rounds_samples_and_an_estimate_of_tokens_saved(
     assert (out["tokens_saved_estimate"] > 0) == (saved > 0)
     # The flag overrides the pool's default.
     assert main(["ask", "Question 2: x?", "--pool", str(pool), "--adaptive", "full"]) == 0
-    assert "adaptive full: 1 rounds, 15 of 15 samples, ~0 tokens saved" in capsys.readouterr().err
+    assert "adaptive full: 1 round, 15 of 15 samples, ~0 tokens saved" in capsys.readouterr().err
 
 
 def test_a_bad_policy_is_one_error_line(

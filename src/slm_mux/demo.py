@@ -30,6 +30,7 @@ from slm_mux.analysis import (
     single,
 )
 from slm_mux.collect import collect_pool
+from slm_mux.defaults import DEFAULT_K
 from slm_mux.errors import InputError
 from slm_mux.pool import pool_from_dict
 from slm_mux.sample import Split
@@ -122,7 +123,7 @@ def run_demo(
     validation_questions: int = 100,
     test_questions: int = 200,
     samples: int = 5,
-    k: int = 3,
+    k: int = DEFAULT_K,
     temperature: float = 0.3,
     trials: int = 10,
     seed: int = 0,

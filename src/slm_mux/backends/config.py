@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Backend, Price
+from slm_mux.defaults import DEFAULT_K
 from slm_mux.errors import InputError
 
 KEY_ERROR = "pool_key"
@@ -54,10 +55,10 @@ class Defaults(Strict):
         default=0.3, ge=0, description="Sampling temperature (the paper uses 0.3)."
     )
     k: int = Field(
-        default=3,
+        default=DEFAULT_K,
         ge=1,
-        description="Samples per model in one SLM-MUX vote (the paper's k, 3); also how many "
-        "samples a collection stores unless --samples says otherwise.",
+        description=f"Samples per model in one SLM-MUX vote (the paper's k, {DEFAULT_K}); "
+        "also how many samples a collection stores unless --samples says otherwise.",
     )
     max_tokens: int = Field(default=1024, ge=1, description="Most tokens a sample may generate.")
     top_p: float = Field(
