@@ -19,9 +19,9 @@ from rich.progress import Task as ProgressTask
 
 from slm_mux.backends.scripted import ScriptedConfig
 from slm_mux.cli import main
-from slm_mux.collect import RateColumn, progress_display
 from slm_mux.errors import FormatError, InputError
 from slm_mux.pool import load_pool, pool_from_dict
+from slm_mux.rich_progress import RateColumn, progress_display
 from slm_mux.store import Store
 from slm_mux.tasks.loading import load_question_set
 from slm_mux.testing.fake_server import FakeServerConfig, Fault, run_fake_server

@@ -253,68 +253,16 @@ def _check_filters(args: argparse.Namespace, holdings: Sequence[Holding]) -> Non
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from slm_mux.store import Store
-    from slm_mux.tables import markdown_table
 
     with Store(args.store, create=False) as store:
-        holdings = store.summary()
-        failures = store.failures()
-        replicas = store.replica_stats()
+        status = store.status()
     if args.json:
-        _print_json(
-            {
-                "holdings": [asdict(h) for h in holdings],
-                "failures": [asdict(f) for f in failures],
-                "replicas": [asdict(r) for r in replicas],
-            }
-        )
-        return 0
-    if not holdings:
+        _print_json(status.to_json())
+    elif status.empty:
         print(f"{args.store}: empty")
-        return 0
-    print(
-        markdown_table(
-            ["task", "split", "model", "questions", "samples", "no answer", "accuracy", "failed"],
-            [
-                [
-                    *(h.task, h.split, h.model, str(h.questions), str(h.samples)),
-                    *(str(h.no_answer), "-" if h.accuracy is None else f"{h.accuracy:.4f}"),
-                    str(h.failed),
-                ]
-                for h in holdings
-            ],
-            ("left", "left", "left", "right", "right", "right", "right", "right"),
-        ),
-        end="",
-    )
-    if failures:
-        print("\nFailed questions (retried by the next collect):\n")
-        print(
-            markdown_table(
-                ["model", "task", "split", "question", "attempts", "last error"],
-                [
-                    [f.model, f.task, f.split, f.question_id, str(f.attempts), f.error]
-                    for f in failures
-                ],
-                ("left", "left", "left", "left", "right", "left"),
-            ),
-            end="",
-        )
-    if replicas:
-        print("\nServers per model (its latest collection):\n")
-        print(
-            markdown_table(
-                ["model", "server", "requests", "errors", "cooldowns", "collected at"],
-                [
-                    [r.model, r.url, *map(str, (r.requests, r.errors, r.cooldowns)), r.collected_at]
-                    for r in replicas
-                ],
-                ("left", "left", "right", "right", "right", "left"),
-            ),
-            end="",
-        )
+    else:
+        print(status.to_markdown(), end="")
     return 0
 
 
@@ -417,6 +365,7 @@ def _collect(
     """
     from slm_mux.collect import collect_pool
     from slm_mux.pool import load_pool
+    from slm_mux.rich_progress import RichProgress
     from slm_mux.tasks.loading import load_question_set
 
     plan = {
@@ -436,8 +385,7 @@ def _collect(
         store=args.store,
         models=args.models,
         samples=args.samples,
-        show_progress=False if args.quiet else None,
-        log=sys.stderr,
+        progress=RichProgress(False if args.quiet else None, sys.stderr),
         adaptive=adaptive,
     )
     for report in reports:

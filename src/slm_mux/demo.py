@@ -32,6 +32,7 @@ from slm_mux.analysis import (
 from slm_mux.collect import collect_pool
 from slm_mux.errors import InputError
 from slm_mux.pool import pool_from_dict
+from slm_mux.rich_progress import RichProgress
 from slm_mux.sample import Split
 from slm_mux.study import Study, Warn
 from slm_mux.tables import markdown_table
@@ -149,7 +150,7 @@ def run_demo(
         for split, count in counts.items()
     }
     reports = collect_pool(
-        pool, plan, store=store_path, samples=samples, show_progress=show_progress, log=log
+        pool, plan, store=store_path, samples=samples, progress=RichProgress(show_progress, log)
     )
     for collected in reports:
         failure = collected.first_failure()
