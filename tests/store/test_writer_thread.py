@@ -8,15 +8,17 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from slm_mux.backends import OpenAICompatibleBackend
 from slm_mux.collect import collect
-from slm_mux.errors import StoreError
+from slm_mux.errors import InputError, StoreError
 from slm_mux.members import Member
-from slm_mux.sample import Sample
+from slm_mux.sample import Sample, Split
 from slm_mux.store import SCHEMA_VERSION, Store
 from slm_mux.tasks import Question, get_task
 from slm_mux.testing import FakeServerConfig, echo_answer, run_fake_server
@@ -36,7 +38,7 @@ async def test_work_runs_on_one_writer_thread_and_its_writes_are_read_back(
         return store.add([_sample(question)])
 
     with await Store.open(tmp_path / "s.db") as store:
-        new = await asyncio.gather(*(store.write(lambda q=f"q{i}": add(q)) for i in range(20)))
+        new = await asyncio.gather(*(store.write(partial(add, f"q{i}")) for i in range(20)))
         # Read on this thread, through the reader connection: every write is committed.
         stored = [s.question_id for s in store.samples()]
     assert new == [1] * 20
@@ -48,7 +50,7 @@ async def test_work_runs_on_one_writer_thread_and_its_writes_are_read_back(
 async def test_writes_run_in_the_order_asked(tmp_path: Path) -> None:
     order: list[int] = []
     with Store(tmp_path / "s.db") as store:
-        await asyncio.gather(*(store.write(lambda i=i: order.append(i)) for i in range(50)))
+        await asyncio.gather(*(store.write(partial(order.append, i)) for i in range(50)))
     assert order == list(range(50))
 
 
@@ -56,8 +58,8 @@ async def test_an_error_of_the_work_is_raised_to_the_caller_and_nothing_is_writt
     tmp_path: Path,
 ) -> None:
     with Store(tmp_path / "s.db") as store:
-        bad = Sample("m", "exact", "q1", "nope", 0, "1", "1")
-        with pytest.raises(Exception, match="split 'nope'"):
+        bad = Sample("m", "exact", "q1", cast(Split, "nope"), 0, "1", "1")
+        with pytest.raises(InputError, match="split 'nope'"):
             await store.write(lambda: store.add([_sample("q0"), bad]))
         assert store.count() == 0
         assert await store.write(lambda: store.add([_sample("q0")])) == 1
@@ -66,9 +68,8 @@ async def test_an_error_of_the_work_is_raised_to_the_caller_and_nothing_is_writt
 async def test_a_read_only_store_refuses_a_write(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     Store(db).close()
-    with Store(db, readonly=True) as store:
-        with pytest.raises(StoreError, match="cannot write"):
-            await store.write(lambda: store.add([_sample("q0")]))
+    with Store(db, readonly=True) as store, pytest.raises(StoreError, match="cannot write"):
+        await store.write(lambda: store.add([_sample("q0")]))
 
 
 def test_a_migration_grades_before_it_takes_the_write_lock(tmp_path: Path) -> None:
