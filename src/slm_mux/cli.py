@@ -218,13 +218,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from slm_mux.formats import write_jsonl
+    from slm_mux.formats import export_jsonl
     from slm_mux.store import Store
 
     with Store(args.store, create=False) as store:
         _check_filters(args, store.summary())
-        samples = store.each_sample(split=args.split, models=args.models, task=args.task)
-        write_jsonl(samples, sys.stdout)
+        export_jsonl(store, sys.stdout, split=args.split, models=args.models, task=args.task)
     return 0
 
 

@@ -368,6 +368,18 @@ class Store(CallRecords):
                     )
             return new
 
+    def questions(
+        self, *, task: str | None = None, split: str | None = None
+    ) -> list[tuple[str, str, str, str, str]]:
+        """Stored questions as (task, split, question_id, text, reference), in that order."""
+        clause, params = where(task=task, split=split)
+        rows = self._conn.execute(
+            "SELECT task, split, question_id, text, reference FROM questions "
+            f"{clause} ORDER BY task, split, question_id",
+            params,
+        )
+        return [tuple(row) for row in rows]
+
     def question_texts(self, task: str, split: str) -> dict[str, str]:
         """Every stored question text of ``task`` and ``split``, by question id."""
         rows = self._conn.execute(
