@@ -24,8 +24,9 @@ from slm_mux.errors import FormatError, InputError
 from slm_mux.pool import load_pool, pool_from_dict
 from slm_mux.progress import RecordedProgress
 from slm_mux.rich_progress import RateColumn, progress_display
+from slm_mux.sample import Split
 from slm_mux.store import Store
-from slm_mux.tasks.loading import load_question_set
+from slm_mux.tasks.loading import QuestionSet, load_question_set
 from slm_mux.testing.fake_server import FakeServerConfig, Fault, run_fake_server
 
 
@@ -168,7 +169,9 @@ def test_collection_reports_phases_rows_and_replica_details_to_its_sink(
             f"  - {{name: a, backend: openai, model: a, base_urls: [{url}, {url2}]}}\n"
             f"  - {{name: ghost, backend: openai, model: ghost, base_url: {url}, max_retries: 0}}\n"
         )
-        plan = {"test": load_question_set("gsm8k", str(data), split="test")}
+        plan: dict[Split, QuestionSet] = {
+            "test": load_question_set("gsm8k", str(data), split="test")
+        }
         sinks = [RecordedProgress(), RecordedProgress()]
         for sink in sinks:
             collect_pool(load_pool(pool_file), plan, store=tmp_path / "s.db", progress=sink)
