@@ -142,7 +142,11 @@ class Store(CallRecords):
             raise StoreError(f"{error} (not a sample store?)") from None
 
     def _use_wal(self) -> None:
-        """Turn on WAL mode; the switch ignores the busy timeout, so retry until it passes."""
+        """Turn on WAL mode; the switch ignores the busy timeout, so retry until it passes.
+
+        This waits (and sleeps) in the thread that opens the store: a program with
+        an event loop opens it with :meth:`open`, on a worker thread.
+        """
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
