@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import logging
 import re
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from rich.console import Console
+from rich.progress import Task as BarTask
 
-from slm_mux.cli.output import LogLines, print_library_warnings
-from slm_mux.cli.progress import TerminalProgress, terminal_progress
+from slm_mux.cli.output import LogLines, printed_library_warnings
+from slm_mux.cli.progress import RateColumn, TerminalProgress, terminal_progress
 from slm_mux.progress import Progress
 
 
@@ -77,12 +80,23 @@ def test_library_warnings_print_as_one_slm_mux_warning_line(
 ) -> None:
     logger = logging.getLogger("slm_mux")
     before = list(logger.handlers)
-    try:
-        print_library_warnings()
-        print_library_warnings()  # once per process, however many commands run
+    with printed_library_warnings(), printed_library_warnings():  # nested: one handler
         assert sum(isinstance(h, LogLines) for h in logger.handlers) == 1
         logging.getLogger("slm_mux.collect").warning("model %r replied\nnothing", "a")
         logging.getLogger("slm_mux.collect").info("not shown")
         assert capsys.readouterr().err == "slm-mux: warning: model 'a' replied nothing\n"
-    finally:
-        logger.handlers[:] = before
+    assert logger.handlers == before  # gone once the command ends
+    logging.getLogger("slm_mux.collect").warning("after the command")
+    assert "slm-mux" not in capsys.readouterr().err
+
+
+def test_the_rate_counts_only_this_runs_units() -> None:
+    row = SimpleNamespace(
+        fields={"ran": 50, "tokens": 1234, "errors": 1},
+        elapsed=10.0,
+        completed=950,  # 900 were already done: they must not count
+    )
+    text = RateColumn().render(cast(BarTask, row)).plain
+    assert text.split() == ["5.0/s", "1234", "tok", "1", "err"]
+    idle = SimpleNamespace(fields={"ran": 0, "tokens": 0, "errors": 0}, elapsed=3.0)
+    assert RateColumn().render(cast(BarTask, idle)).plain.split()[0] == "-/s"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -10,20 +9,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from rich.console import Console
-from rich.progress import Task as ProgressTask
 
 from slm_mux.backends.scripted import ScriptedConfig
 from slm_mux.cli import main
-from slm_mux.collect import RateColumn, progress_display
+from slm_mux.collect import collect_pool
 from slm_mux.errors import FormatError, InputError
 from slm_mux.pool import load_pool, pool_from_dict
+from slm_mux.progress import RecordedProgress
+from slm_mux.sample import Split
 from slm_mux.store import Store
-from slm_mux.tasks.loading import load_question_set
+from slm_mux.tasks.loading import QuestionSet, load_question_set
 from slm_mux.testing.fake_server import FakeServerConfig, Fault, run_fake_server
 
 
@@ -131,25 +129,36 @@ def test_run_json_on_stdout_stays_valid_json_with_progress_on(tmp_path: Path) ->
     assert "collecting test (gsm8k): 4 questions" in result.stderr
 
 
-def test_progress_bars_draw_only_on_a_terminal() -> None:
-    pipe = Console(file=io.StringIO())
-    terminal = Console(file=io.StringIO(), force_terminal=True)
-    assert progress_display(None, pipe).disable
-    assert progress_display(True, pipe).disable
-    assert not progress_display(None, terminal).disable
-    assert progress_display(False, terminal).disable
-
-
-def test_the_rate_counts_only_this_runs_samples() -> None:
-    row = SimpleNamespace(
-        fields={"collected": 50, "tokens": 1234, "errors": 1},
-        elapsed=10.0,
-        completed=950,  # 900 were already stored: they must not count
-    )
-    text = RateColumn().render(cast(ProgressTask, row)).plain
-    assert text.split() == ["5.0/s", "1234", "tok", "1", "err"]
-    idle = SimpleNamespace(fields={"collected": 0, "tokens": 0, "errors": 0}, elapsed=3.0)
-    assert RateColumn().render(cast(ProgressTask, idle)).plain.split()[0] == "-/s"
+def test_collection_reports_phases_rows_and_replica_details_to_its_sink(
+    tmp_path: Path,
+) -> None:
+    """Per model: a row advanced by samples, tokens and failed questions; replica counters
+    as the row's detail; one phase per split and task."""
+    data = _questions(tmp_path / "q.jsonl", 4)
+    config = FakeServerConfig(answers={"a": _numbers})
+    with run_fake_server(config) as (url, _), run_fake_server(config) as (url2, _):
+        pool_file = tmp_path / "pool.yaml"
+        pool_file.write_text(
+            "defaults: {k: 3}\nmodels:\n"
+            f"  - {{name: a, backend: openai, model: a, base_urls: [{url}, {url2}]}}\n"
+            f"  - {{name: ghost, backend: openai, model: ghost, base_url: {url}, max_retries: 0}}\n"
+        )
+        plan: dict[Split, QuestionSet] = {
+            "test": load_question_set("gsm8k", str(data), split="test")
+        }
+        sinks = [RecordedProgress(), RecordedProgress()]
+        for sink in sinks:
+            collect_pool(load_pool(pool_file), plan, store=tmp_path / "s.db", progress=sink)
+    first, again = sinks
+    assert first.phases == again.phases == ["collecting test (gsm8k): 4 questions"]
+    a, ghost = first.rows
+    assert (a.name, a.total, a.done, a.errors) == ("a", 12, 12, 0)
+    assert a.tokens > 0
+    assert a.details[-1].startswith("req ") and " err 0 0 cool 0 0" in a.details[-1]
+    assert (ghost.name, ghost.total, ghost.done, ghost.errors) == ("ghost", 12, 0, 4)
+    assert ghost.details == [""] * 5  # one server: no replica counters
+    a, ghost = again.rows  # the stored samples count as done from the start
+    assert (a.done, a.tokens, ghost.done, ghost.errors) == (12, 0, 0, 4)
 
 
 # ------------------------------------------------------------------ one runner

@@ -17,27 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.progress import (
-    Task as ProgressTask,
-)
-from rich.text import Text
+from typing import Any
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Batch, Completion, Price, Replicated
@@ -45,6 +29,7 @@ from slm_mux.engine import ModelSamples, sample_rounds, sample_stream
 from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member, close_members
 from slm_mux.pool import Pool, members_of
+from slm_mux.progress import SILENT, Progress, ProgressRow
 from slm_mux.sample import Sample, Split
 from slm_mux.store import Store
 from slm_mux.tasks import Question, Task, get_task
@@ -133,30 +118,9 @@ class CollectReport:
         return None
 
 
-class RateColumn(ProgressColumn):
-    """Samples per second collected by this run, tokens and errors of one model's row.
-
-    The rate counts only this run's samples (the ``collected`` field), not the
-    ones found already stored, over the row's elapsed time.
-    """
-
-    def render(self, task: ProgressTask) -> Text:
-        collected: int = task.fields["collected"]
-        elapsed = task.elapsed
-        rate = f"{collected / elapsed:5.1f}/s" if elapsed and collected else "    -/s"
-        return Text(f"{rate} {task.fields['tokens']:>7} tok {task.fields['errors']} err")
-
-
-class ReplicaColumn(ProgressColumn):
+def replica_line(member: Member) -> str:
     """A replicated model's requests, failed attempts and cooldowns per replica, in
     pool-file order (``req 40 38 41 err 0 3 0 cool 0 1 0``); empty for one server."""
-
-    def render(self, task: ProgressTask) -> Text:
-        return Text(task.fields.get("replicas", ""))
-
-
-def replica_line(member: Member) -> str:
-    """What :class:`ReplicaColumn` shows for ``member`` (empty unless it has replicas)."""
     if not isinstance(member.backend, Replicated):
         return ""
     stats = member.backend.replica_stats()
@@ -171,7 +135,7 @@ def replica_line(member: Member) -> str:
 
 def save_replica_stats(store: Store, members: Sequence[Member]) -> None:
     """Keep each model's per-replica counters in ``store`` (models that sent no request
-    keep those of their previous collection)."""
+    keep those of their previous collection); a synchronous write (see :meth:`Store.write`)."""
     for member in members:
         if isinstance(member.backend, Replicated):
             stats = member.backend.replica_stats()
@@ -198,22 +162,6 @@ def _missing(wanted: int, stored: set[tuple[str, int]], question_id: str) -> lis
     return [i for i in range(wanted) if (question_id, i) not in stored]
 
 
-def progress_display(show: bool | None = None, console: Console | None = None) -> Progress:
-    """Progress bars on stderr; off when ``show`` is false or stderr is not a terminal."""
-    console = console or Console(file=sys.stderr)
-    visible = console.is_terminal if show is None else show and console.is_terminal
-    return Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(bar_width=12),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        ReplicaColumn(),
-        console=console,
-        disable=not visible,
-    )
-
-
 async def collect(
     members: Sequence[Member],
     task: Task,
@@ -222,7 +170,7 @@ async def collect(
     split: Split,
     store: Store,
     samples: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress = SILENT,
     adaptive: Policy | None = None,
     validation_accuracy: Mapping[str, float] | None = None,
 ) -> CollectReport:
@@ -230,8 +178,11 @@ async def collect(
 
     Samples already stored are skipped; the rest are requested concurrently
     across models and questions (each backend bounds its own concurrency) and
-    committed batch by batch as they arrive. ``progress`` shows a row per
-    model (default: none).
+    committed batch by batch as they arrive, on the store's writer thread
+    (:meth:`Store.write`): while another process holds the store's write lock,
+    requests go on being sent and received. ``progress`` gets a row per model,
+    advanced by samples stored (with their tokens) and failed questions; a
+    replicated model's per-replica counters are the row's detail.
 
     With an ``adaptive`` policy other than ``full`` (and no ``samples``), each
     question is sampled jointly across the models in the policy's rounds
@@ -244,8 +195,8 @@ async def collect(
     if adaptive is not None and samples is not None:
         raise InputError(f"collect: samples={samples} with adaptive {adaptive}; pick one")
     started = time.perf_counter()
-    store.add_questions(task.name, split, [(q.id, q.text, q.reference) for q in questions])
-    display = progress or progress_display(False)
+    texts = [(q.id, q.text, q.reference) for q in questions]
+    await store.write(lambda: store.add_questions(task.name, split, texts))
     counters: dict[str, ModelProgress] = {}
     writers: dict[str, _Writer] = {}
     jobs: list[Coroutine[Any, Any, object]] = []
@@ -258,16 +209,9 @@ async def collect(
         todo = [(q, _missing(wanted, stored, q.id)) for q in questions]
         todo = [(q, missing) for q, missing in todo if missing]
         counter.already_stored = counter.wanted - sum(len(m) for _, m in todo)
-        row = display.add_task(
-            member.name,
-            total=counter.wanted,
-            completed=counter.already_stored,
-            collected=0,
-            tokens=0,
-            errors=0,
-            replicas=replica_line(member),
-        )
-        writer = _Writer(member, task, split, store, counter, display, row)
+        row = progress.row(member.name, total=counter.wanted, done=counter.already_stored)
+        row.detail(replica_line(member))
+        writer = _Writer(member, task, split, store, counter, row)
         writers[member.name] = writer
         if adaptive is None:
             jobs += [writer.question(question, missing) for question, missing in todo]
@@ -344,9 +288,9 @@ class _Joint:
             held = len(stored[member.name]) + len(result.completions)
             self.tally.stored += held
             if result.error is None:
-                writer.store.clear_failure(member.name, self.task.name, question.id, writer.split)
-            # The samples the policy did not need count as done on the progress bar.
-            writer.progress.update(writer.row, advance=max(member.k - held, 0))
+                await writer.clear_failure(question)
+            # The samples the policy did not need count as done on the progress row.
+            writer.row.advance(max(member.k - held, 0))
 
 
 def _prefix(answers: Mapping[int, str | None]) -> list[str | None]:
@@ -366,8 +310,7 @@ class _Writer:
     split: Split
     store: Store
     counter: ModelProgress
-    progress: Progress
-    row: TaskID
+    row: ProgressRow
 
     async def question(self, question: Question, missing: Sequence[int]) -> ModelSamples:
         """Request the ``missing`` samples of ``question``; store them or record the failure.
@@ -397,21 +340,28 @@ class _Writer:
             error = f"got {got} of {len(missing)} samples"
         name, task, split = self.member.name, self.task.name, self.split
         if error is not None:
-            self.store.record_failure(name, task, question.id, split, error)
+            failed = error
+            store = self.store
+            await store.write(lambda: store.record_failure(name, task, question.id, split, failed))
             self.counter.failed_questions += 1
             self.counter.errors.append(f"{question.id}: {error}")
-            self.progress.update(
-                self.row, errors=self.counter.failed_questions, replicas=replica_line(self.member)
-            )
+            self.row.advance(errors=1)
+            self.row.detail(replica_line(self.member))
         else:
-            self.store.clear_failure(name, task, question.id, split)
+            await self.clear_failure(question)
         arrived = [number for number in missing if number in found]
         return ModelSamples(
             name, [found[i] for i in arrived], [answers[i] for i in arrived], error, responses
         )
 
+    async def clear_failure(self, question: Question) -> None:
+        """Forget a failure of ``question`` recorded by an earlier run (it succeeded now)."""
+        store, name, task, split = self.store, self.member.name, self.task.name, self.split
+        await store.write(lambda: store.clear_failure(name, task, question.id, split))
+
     async def _commit(self, question: Question, batch: Batch) -> list[Sample]:
-        """Grade ``batch`` (off the event loop: math-verify may be slow) and store it."""
+        """Grade ``batch`` (off the event loop: math-verify may be slow) and store it on the
+        store's writer thread."""
         task = self.task
 
         def graded() -> list[Sample]:
@@ -439,18 +389,16 @@ class _Writer:
             return made
 
         samples = await asyncio.to_thread(graded)
-        self.store.add(samples)
+        store = self.store
+        await store.write(lambda: store.add(samples))
         counter = self.counter
+        prompt_tokens = sum(c.prompt_tokens or 0 for _, c in batch)
+        completion_tokens = sum(c.completion_tokens or 0 for _, c in batch)
         counter.collected += len(samples)
-        counter.prompt_tokens += sum(c.prompt_tokens or 0 for _, c in batch)
-        counter.completion_tokens += sum(c.completion_tokens or 0 for _, c in batch)
-        self.progress.update(
-            self.row,
-            advance=len(samples),
-            collected=counter.collected,
-            tokens=counter.prompt_tokens + counter.completion_tokens,
-            replicas=replica_line(self.member),
-        )
+        counter.prompt_tokens += prompt_tokens
+        counter.completion_tokens += completion_tokens
+        self.row.advance(len(samples), tokens=prompt_tokens + completion_tokens)
+        self.row.detail(replica_line(self.member))
         return samples
 
 
@@ -481,8 +429,7 @@ async def collect_splits(
     *,
     store: Store,
     samples: int | None = None,
-    show_progress: bool | None = None,
-    log: TextIO | None = None,
+    progress: Progress = SILENT,
     adaptive: Policy | None = None,
     validation_accuracy: Mapping[str, float] | None = None,
 ) -> list[CollectReport]:
@@ -491,13 +438,13 @@ async def collect_splits(
     An ``adaptive`` policy breaks ties by ``validation_accuracy`` (the pool file's)
     overridden by the store's validation split of each task, read when its
     collection starts (collect validation first for lossless ``exact`` test samples).
+    Each task of each split is one ``progress`` phase
+    (``collecting test (gsm8k): 100 questions``).
     """
     reports = []
     for split, question_set in plan.items():
         for task_name, questions in question_set.by_task.items():
-            if log is not None:
-                print(f"collecting {split} ({task_name}): {len(questions)} questions", file=log)
-            with progress_display(show_progress) as progress:
+            with progress.phase(f"collecting {split} ({task_name}): {len(questions)} questions"):
                 reports.append(
                     await collect(
                         members,
@@ -525,8 +472,7 @@ def collect_pool(
     store: str | Path,
     models: Sequence[str] | None = None,
     samples: int | None = None,
-    show_progress: bool | None = None,
-    log: TextIO | None = None,
+    progress: Progress = SILENT,
     adaptive: Policy | None = None,
 ) -> list[CollectReport]:
     """Build the pool's backends once, collect every split of ``plan``, close the backends.
@@ -534,7 +480,8 @@ def collect_pool(
     ``models`` picks models by name (default: the whole pool); ``samples``
     replaces each model's ``k`` as the number of samples to store per question.
     ``adaptive`` (default: the pool's ``defaults.adaptive``) samples in rounds and
-    stores only what the policy draws (:func:`collect`).
+    stores only what the policy draws (:func:`collect`). ``progress`` hears each phase
+    and each model's row (:func:`collect_splits`).
     """
     policy = Policy.parse(pool.defaults.adaptive) if adaptive is None else adaptive
     if policy.kind != "full" and samples is not None:
@@ -546,20 +493,19 @@ def collect_pool(
 
     async def run() -> list[CollectReport]:
         try:
-            with Store(store) as opened:
+            with await Store.open(store) as opened:
                 try:
                     return await collect_splits(
                         members,
                         plan,
                         store=opened,
                         samples=samples,
-                        show_progress=show_progress,
-                        log=log,
+                        progress=progress,
                         adaptive=policy,
                         validation_accuracy=pool.validation_accuracy,
                     )
                 finally:  # also when interrupted
-                    save_replica_stats(opened, members)
+                    await opened.write(lambda: save_replica_stats(opened, members))
         finally:
             await close_members(members)
 

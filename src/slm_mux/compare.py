@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Completion
-from slm_mux.collect import collect_splits, has_validation, progress_display, tie_break_accuracy
+from slm_mux.collect import collect_splits, has_validation, tie_break_accuracy
 from slm_mux.comparison import SHARED, SHARED_METHODS, Comparison, Groupthink, MethodResult
 from slm_mux.engine import ModelSamples, mux_decision, sample_rounds, sample_seed
 from slm_mux.errors import BackendError, InputError, StoreError
@@ -50,6 +50,7 @@ from slm_mux.methods import (
     vote,
 )
 from slm_mux.pool import Pool, members_of
+from slm_mux.rich_progress import RichProgress, progress_display
 from slm_mux.sample import Split
 from slm_mux.selection import decide
 from slm_mux.store import RecordedCall, RunKey, Store
@@ -454,7 +455,7 @@ async def _tie_break_accuracy(
     if not has_validation(store, task.name) and validation:
         plan: dict[Split, QuestionSet] = {"validation": QuestionSet({task.name: list(validation)})}
         reports = await collect_splits(
-            members, plan, store=store, show_progress=show_progress, log=log
+            members, plan, store=store, progress=RichProgress(show_progress, log)
         )
         if not all(report.complete for report in reports):
             warn("some validation questions failed; tie-breaks use what was collected")

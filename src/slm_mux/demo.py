@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -33,6 +33,7 @@ from slm_mux.collect import collect_pool
 from slm_mux.defaults import DEFAULT_K
 from slm_mux.errors import InputError
 from slm_mux.pool import pool_from_dict
+from slm_mux.progress import SILENT, Progress
 from slm_mux.sample import Split
 from slm_mux.study import Study, Warn
 from slm_mux.tables import markdown_table
@@ -127,10 +128,9 @@ def run_demo(
     temperature: float = 0.3,
     trials: int = 10,
     seed: int = 0,
-    show_progress: bool | None = None,
+    progress: Progress = SILENT,
     models_dir: Path = POOL_DIR,
     warn: Warn,
-    log: TextIO,
 ) -> DemoResult:
     """Collect (or reuse), search, evaluate, sweep and report; see the module doc."""
     if k > samples:
@@ -150,7 +150,7 @@ def run_demo(
         for split, count in counts.items()
     }
     reports = collect_pool(
-        pool, plan, store=store_path, samples=samples, show_progress=show_progress, log=log
+        pool, plan, store=store_path, samples=samples, progress=progress
     )
     for collected in reports:
         failure = collected.first_failure()

@@ -9,6 +9,9 @@ plus, optionally, every other :class:`~slm_mux.sample.Sample` field (``task``,
 ``text``, ``prompt_tokens``, ``completion_tokens``, ``latency_s``,
 ``finish_reason``, ``settings_hash``, ``created_at``, ``correct``). An unknown
 key is an error. ``correct``, when absent or null, is graded by the task.
+A line with a ``"kind"`` is a question (its text) or a compare record
+(:mod:`slm_mux.records_jsonl`); :func:`export_jsonl` writes a store's samples
+with both, so ``export`` then ``import`` moves everything a report reads.
 
 The authors' layout (the SLM-MUX reference repository) is one JSON file per
 model::
@@ -41,8 +44,16 @@ from typing import Any, BinaryIO, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
+from slm_mux.records_jsonl import StagedRecords, checked
 from slm_mux.sample import SPLITS, Sample
-from slm_mux.store import ImportReport, Staging, Store, is_store_file, stage_store
+from slm_mux.store import (
+    RECORD_TABLES,
+    ImportReport,
+    Staging,
+    Store,
+    is_store_file,
+    stage_store,
+)
 from slm_mux.tasks import get_task, task_names
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
@@ -236,7 +247,8 @@ def stage_jsonl(
     """Validate a JSON Lines file into ``staging``; returns the number of samples read.
 
     Blank lines are skipped. ``split``/``model``, when given, must match every
-    line. Any malformed line raises :class:`FormatError` (``file:line: reason``).
+    sample line. Any malformed line raises :class:`FormatError` (``file:line:
+    reason``). Question and compare records (lines with a ``kind``) are staged too.
     """
     name = str(path)
     get_task(default_task)
@@ -246,8 +258,13 @@ def stage_jsonl(
     given = [(2, "split", split), (0, "model", model)]
     filters = [(index, key, wanted) for index, key, wanted in given if wanted is not None]
 
+    records = StagedRecords()
+
     def rows() -> Iterator[_Row]:
         for lineno, record in read_json_lines(path):
+            if type(record) is dict and "kind" in record:
+                records.add(checked(record, name, lineno, default_task), base + lineno)
+                continue
             row = _jsonl_row(record, name, lineno, default_task, base + lineno)
             for index, key, wanted in filters:
                 if row[1][index] != wanted:
@@ -257,6 +274,7 @@ def stage_jsonl(
             yield row
 
     staging.add_samples(rows())
+    records.stage(staging)
     return staging.read - before
 
 
@@ -287,6 +305,36 @@ def write_jsonl(samples: Iterable[Sample], stream: TextIO) -> int:
         }
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         written += 1
+    return written
+
+
+def export_jsonl(
+    store: Store,
+    stream: TextIO,
+    *,
+    split: str | None = None,
+    models: Sequence[str] | None = None,
+    task: str | None = None,
+) -> int:
+    """Write ``store`` as JSON Lines: question records, samples, compare records;
+    returns the number of samples written.
+
+    ``split``, ``models`` and ``task`` pick samples; questions and compare
+    records follow ``split`` and ``task``; with ``models``, compare calls of
+    those models are written and method runs (of every model) are not.
+    """
+    for name, split_name, question_id, text, reference in store.questions(task=task, split=split):
+        record = {"kind": "question", "task": name, "split": split_name}
+        record |= {"question_id": question_id, "text": text, "reference": reference}
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    written = write_jsonl(store.each_sample(split=split, models=models, task=task), stream)
+    for table in RECORD_TABLES:
+        if models is not None and "model" not in table.columns:
+            continue
+        for row in store.record_rows(table, task=task, split=split):
+            record = table.to_record(row)
+            if models is None or record["model"] in models:
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
     return written
 
 

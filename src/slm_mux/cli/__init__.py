@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from slm_mux import __version__
 from slm_mux.cli import demo, live, offline, serve
 from slm_mux.cli.flags import Handler, HelpFormatter, Parser
-from slm_mux.cli.output import print_library_warnings
+from slm_mux.cli.output import printed_library_warnings
 from slm_mux.errors import SlmMuxError
 
 __all__ = ["build_parser", "edge_error", "main"]
@@ -83,7 +83,12 @@ def _fail(message: object) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    print_library_warnings()
+    with printed_library_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command, turning its expected failures into one line."""
     handler: Handler = args.handler
     try:
         status = handler(args)

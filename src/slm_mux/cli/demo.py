@@ -12,6 +12,7 @@ from slm_mux.defaults import DEFAULT_K
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from slm_mux.cli.progress import terminal_progress
     from slm_mux.demo import POOL_DIR, run_demo
 
     result = run_demo(
@@ -22,10 +23,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         k=args.k,
         trials=args.trials,
         seed=args.seed,
-        show_progress=False if args.quiet else None,
+        progress=terminal_progress(args.quiet),
         models_dir=Path(args.models_dir) if args.models_dir else POOL_DIR,
         warn=warn,
-        log=sys.stderr,
     )
     print(result.headline())
     print(result.search.to_markdown())

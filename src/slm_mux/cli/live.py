@@ -32,6 +32,7 @@ def _collect(
     Prints a summary per split, task and model to stderr; returns whether every
     sample is stored, and the names of the tasks that graded them.
     """
+    from slm_mux.cli.progress import terminal_progress
     from slm_mux.collect import collect_pool
     from slm_mux.pool import load_pool
     from slm_mux.tasks.loading import load_question_set
@@ -53,8 +54,7 @@ def _collect(
         store=args.store,
         models=args.models,
         samples=args.samples,
-        show_progress=False if args.quiet else None,
-        log=sys.stderr,
+        progress=terminal_progress(args.quiet),
         adaptive=adaptive,
     )
     for report in reports:

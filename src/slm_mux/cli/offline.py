@@ -104,13 +104,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from slm_mux.formats import write_jsonl
+    from slm_mux.formats import export_jsonl
     from slm_mux.store import Store
 
     with Store(args.store, create=False) as store:
         _check_filters(args, store.summary())
-        samples = store.each_sample(split=args.split, models=args.models, task=args.task)
-        write_jsonl(samples, sys.stdout)
+        export_jsonl(store, sys.stdout, split=args.split, models=args.models, task=args.task)
     return 0
 
 
@@ -139,27 +138,16 @@ def _check_filters(args: argparse.Namespace, holdings: Sequence[Holding]) -> Non
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from slm_mux.cli.status import status_text
     from slm_mux.store import Store
 
     with Store(args.store, create=False) as store:
-        holdings = store.summary()
-        failures = store.failures()
-        replicas = store.replica_stats()
+        status = store.status()
     if args.json:
-        print_json(
-            {
-                "holdings": [asdict(h) for h in holdings],
-                "failures": [asdict(f) for f in failures],
-                "replicas": [asdict(r) for r in replicas],
-            }
-        )
-    elif not holdings:
+        print_json(status.to_json())
+    elif status.empty:
         print(f"{args.store}: empty")
     else:
-        print(status_text(holdings, failures, replicas), end="")
+        print(status.to_markdown(), end="")
     return 0
 
 

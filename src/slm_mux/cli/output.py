@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -39,8 +41,17 @@ class LogLines(logging.Handler):
             self.handleError(record)
 
 
-def print_library_warnings() -> None:
-    """Route the ``slm_mux`` logger's warnings and errors to stderr (once per process)."""
+@contextmanager
+def printed_library_warnings() -> Iterator[None]:
+    """While a command runs, print the ``slm_mux`` logger's warnings and errors on stderr
+    (one handler, however deeply commands nest; removed again when the outermost ends)."""
     logger = logging.getLogger("slm_mux")
-    if not any(isinstance(handler, LogLines) for handler in logger.handlers):
-        logger.addHandler(LogLines(logging.WARNING))
+    if any(isinstance(handler, LogLines) for handler in logger.handlers):
+        yield
+        return
+    handler = LogLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
