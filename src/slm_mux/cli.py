@@ -578,8 +578,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         options=options,
         k=args.k,
         validation=validation,
-        show_progress=False if args.quiet else None,
-        log=sys.stderr,
         warn=_warn,
         adaptive=args.adaptive,
     )
@@ -587,10 +585,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _print_json(comparison.to_json())
     else:
         print(comparison.to_markdown(), end="")
-    if comparison.failed:
+    for failure in comparison.failures:
+        _warn(f"{failure.reason} ({failure.questions} question(s))")
+    if comparison.retryable:
         _warn("some calls failed; run the same command again to retry them")
-        return 3
-    return 0
+    return comparison.exit_code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
