@@ -23,7 +23,7 @@ TASK = get_task("exact")
 
 # Per question: reference, then each model's three answers.
 SCRIPT: dict[str, tuple[str, list[str], list[str], list[str]]] = {
-    # b is sure and right; the pooled vote is right; sc(b) and single(b) right.
+    # b is sure and right; the pooled vote is right; sc(b) and first-sample(b) right.
     "Q1": ("1", ["1", "2", "2"], ["1", "1", "1"], ["3", "3", "2"]),
     # c is sure and wrong: slm-mux and the pooled vote wrong; a's majority right (oracle).
     "Q2": ("5", ["5", "5", "6"], ["7", "6", "6"], ["7", "7", "7"]),
@@ -70,12 +70,11 @@ def _run(
             methods=methods,
             settings={},
             validation_accuracy=accuracy,
-            show_progress=False,
         )
     )
 
 
-SHARED_METHODS = ["slm-mux", "agent-forest", "sc", "single", "oracle"]
+SHARED_METHODS = ["slm-mux", "agent-forest", "sc", "first-sample", "oracle"]
 
 
 def test_the_shared_methods_follow_their_vote_rules_and_tie_breaks(tmp_path: Path) -> None:
@@ -83,8 +82,14 @@ def test_the_shared_methods_follow_their_vote_rules_and_tie_breaks(tmp_path: Pat
     with Store(tmp_path / "s.db") as store:
         result = _run(members, store, SHARED_METHODS)
     correct = {name: r.correct for name, r in result.methods.items()}
-    assert correct == {"slm-mux": 2, "agent-forest": 1, "sc": 2, "single": 3, "oracle": 4}
-    assert result.methods["sc"].model == result.methods["single"].model == "b"
+    assert correct == {
+        "slm-mux": 2,
+        "agent-forest": 1,
+        "sc": 2,
+        "first-sample": 3,
+        "oracle": 4,
+    }
+    assert result.methods["sc"].model == result.methods["first-sample"].model == "b"
     # One call of n=3 per model per question, shared by all five.
     assert _requests(members) == 3 * 5
     for row in result.methods.values():
@@ -96,11 +101,15 @@ def test_without_validation_accuracy_ties_and_the_best_model_follow_pool_order(
     tmp_path: Path,
 ) -> None:
     with Store(tmp_path / "s.db") as store:
-        result = _run(_members(), store, ["slm-mux", "sc", "single"], accuracy=None)
+        result = _run(_members(), store, ["slm-mux", "sc", "first-sample"], accuracy=None)
     assert result.methods["sc"].model == "a"
     # slm-mux: Q1 (b sure) only; Q3's tie now goes to a, Q4's too.
     # a's majorities are right on Q2 only, its first samples on Q1 and Q2.
-    assert {n: r.correct for n, r in result.methods.items()} == {"slm-mux": 1, "sc": 1, "single": 2}
+    assert {n: r.correct for n, r in result.methods.items()} == {
+        "slm-mux": 1,
+        "sc": 1,
+        "first-sample": 2,
+    }
 
 
 def test_a_finished_comparison_replays_without_a_request_and_prints_the_same_table(

@@ -10,9 +10,9 @@ import pytest
 
 from slm_mux.backends.base import Batch, Completion, GenerationRequest
 from slm_mux.backends.scripted import Script, ScriptedBackend
-from slm_mux.engine import Mux
+from slm_mux.engine import Answer, Mux
 from slm_mux.errors import BackendError, InputError
-from slm_mux.live import ChatTask, LiveAnswer, answer, model_names
+from slm_mux.live import ChatTask, answer, model_names
 from slm_mux.members import Member
 from slm_mux.methods import MoASettings
 from slm_mux.tasks import Question, get_task
@@ -46,7 +46,7 @@ def _used(members: Sequence[Member]) -> tuple[int, int, int]:
     )
 
 
-def _totals(found: LiveAnswer) -> tuple[int, int, int]:
+def _totals(found: Answer) -> tuple[int, int, int]:
     return found.calls, found.prompt_tokens, found.completion_tokens
 
 
@@ -281,7 +281,10 @@ async def test_cancelling_the_request_cancels_every_call_in_flight(method: str) 
 
 
 class _SlowGradingTask(ExactTask):
-    """The exact task with an ``equivalent`` of its own that records the thread it runs on."""
+    """The exact task with an ``equivalent`` of its own (declared: not exact equivalence)
+    that records the thread it runs on."""
+
+    exact_equivalence = False
 
     def __init__(self) -> None:
         self.threads: set[int] = set()

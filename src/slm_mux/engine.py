@@ -258,7 +258,8 @@ class Answer:
     calls: int
     texts: tuple[str, ...] = ()
     samples: dict[str, ModelSamples] = field(default_factory=dict, repr=False)
-    latency_s: float = 0.0
+    latency_s: float = field(default=0.0, compare=False)
+    """Seconds from the first call to the decision (a measurement: not compared)."""
     policy: str | None = None
     rounds: int = 0
     samples_drawn: int = 0
