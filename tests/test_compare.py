@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from slm_mux.backends.base import Batch, GenerationRequest
 from slm_mux.backends.scripted import ScriptedBackend
-from slm_mux.compare import compare, config_hash
-from slm_mux.comparison import SHARED, Comparison, comparisons_of, method_names
-from slm_mux.errors import StoreError
+from slm_mux.compare import compare, compare_pool, config_hash
+from slm_mux.comparison import SHARED, Comparison, MethodResult, comparisons_of, method_names
+from slm_mux.errors import BackendError, StoreError
 from slm_mux.members import Member
 from slm_mux.methods import METHODS
+from slm_mux.pool import pool_from_dict
+from slm_mux.progress import SILENT, Progress, RecordedProgress
 from slm_mux.store import SCHEMA_VERSION, RecordedCall, Store
 from slm_mux.tasks import Question, get_task
 
@@ -60,6 +63,7 @@ def _run(
     methods: Sequence[str],
     accuracy: dict[str, float] | None = ACCURACY,
     questions: Sequence[Question] = QUESTIONS,
+    progress: Progress = SILENT,
 ) -> Comparison:
     return asyncio.run(
         compare(
@@ -70,6 +74,7 @@ def _run(
             methods=methods,
             settings={},
             validation_accuracy=accuracy,
+            progress=progress,
         )
     )
 
@@ -196,6 +201,9 @@ def test_a_failing_model_fails_only_its_questions_and_is_retried_next_run(
         assert result.failed
         assert result.methods["slm-mux"].failed == 3
         assert result.methods["debate"].failed == 3
+        assert result.exit_code == 3 and result.retryable
+        assert {f.retryable for f in result.failures} == {True}
+        assert all("no scripted answer" in f.reason for f in result.failures)
         before = len(members[2].backend.requests)  # type: ignore[attr-defined]
         _run(members, store, ["slm-mux"])
     # Only the three failed sample calls are asked again.
@@ -251,3 +259,89 @@ def test_a_version_2_store_gains_the_call_tables(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+class _TooLong(ScriptedBackend):
+    """Answers Q1 and Q2; any other prompt is longer than its context (never retryable)."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        text = " ".join(message["content"] for message in request.messages)
+        if "Q1:" not in text and "Q2:" not in text:
+            raise BackendError(f"model {self.name!r}: the prompt is too long", retryable=False)
+        async for batch in super().stream(request):
+            yield batch
+
+
+def test_failures_that_a_rerun_cannot_fix_exit_4_with_each_reason_once(tmp_path: Path) -> None:
+    members = _members()
+    script = {f"{qid}:": ["Answer: 1"] for qid in ("Q1", "Q2")}
+    members[2] = Member(_TooLong("c", script), k=3)
+    with Store(tmp_path / "s.db") as store:
+        result = _run(members, store, ["slm-mux", "sc", "debate"])
+    assert (result.failed, result.retryable, result.exit_code) == (True, False, 4)
+    reason = "model 'c': the prompt is too long"
+    # Each distinct reason once, its questions summed over the methods (shared ones too).
+    assert [(f.reason, f.retryable) for f in result.failures] == [(reason, False)]
+    assert result.failures[0].questions == 3 * 3
+    row = result.methods["debate"].to_json()
+    assert row["failures"] == [{"reason": reason, "retryable": False, "questions": 3}]
+    assert MethodResult.from_json("debate", row) == result.methods["debate"]
+
+
+def test_a_comparison_without_failures_exits_0(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        result = _run(_members(), store, ["slm-mux"])
+    assert (result.failed, result.failures, result.exit_code) == (False, [], 0)
+    assert "failures" not in result.methods["slm-mux"].to_json()
+
+
+def test_each_phase_reports_to_the_progress_sink(tmp_path: Path) -> None:
+    progress = RecordedProgress()
+    with Store(tmp_path / "s.db") as store:
+        _run(_members(), store, ["slm-mux", "sc", "debate"], progress=progress)
+    assert progress.phases == [
+        "compare: independent samples, 5 questions",
+        "compare: debate, 5 questions",
+    ]
+    assert [(r.name, r.total, r.done, r.errors) for r in progress.rows] == [
+        (SHARED, 5, 5, 0),
+        ("debate", 5, 5, 0),
+    ]
+
+
+class _Loading(ScriptedBackend):
+    """A scripted backend whose model loads in ``warm``; it notes the order of events."""
+
+    def __init__(self, name: str, script: dict[str, list[str]], events: list[str]) -> None:
+        super().__init__(name, script)
+        self.events = events
+
+    async def warm(self) -> None:
+        self.events.append(f"warm {self.name}")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        self.events.append(f"call {self.name}")
+        async for batch in super().stream(request):
+            yield batch
+
+
+def test_compare_pool_loads_every_model_before_the_first_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    pool = pool_from_dict(
+        {
+            "models": [
+                {"name": name, "backend": "scripted", "script": {"*": ["Answer: 1"]}}
+                for name in ("a", "b")
+            ]
+        }
+    )
+    built = {name: _Loading(name, {"*": ["Answer: 1"]}, events) for name in ("a", "b")}
+    monkeypatch.setattr(
+        "slm_mux.compare.members_of",
+        lambda pool, k: [Member(built[name], k=2) for name in ("a", "b")],
+    )
+    compare_pool(pool, TASK, QUESTIONS[:2], store=tmp_path / "s.db", methods=["slm-mux"])
+    assert events[:2] == ["warm a", "warm b"]
+    assert events.count("call a") == 2 and "warm a" not in events[2:]

@@ -302,3 +302,17 @@ async def test_clustering_leaves_the_event_loop_only_for_a_task_with_its_own_equ
     assert slow.threads and threading.get_ident() not in slow.threads
     cheap = await answer("slm-mux", REQUEST, members, task=EXACT)
     assert cheap == found  # the same answer either way
+
+
+async def test_no_answer_because_models_failed_raises_for_every_method_alike() -> None:
+    """moa's proposers answer, its aggregator fails: no answer, so the request failed."""
+    members = [
+        _member("a", {"*": ["Answer: 1"]}),
+        _member("b", {"never": ["Answer: 2"]}),
+    ]
+    settings = MoASettings(layers=2, aggregator="b")
+    with pytest.raises(BackendError, match=r"^no answer; b: .*no scripted answer"):
+        await answer("moa", REQUEST, members, task=EXACT, settings=settings)
+    # A model that failed while another answered leaves an answer: no error.
+    found = await answer("slm-mux", REQUEST, members, task=EXACT)
+    assert (found.answer, list(found.failed)) == ("1", ["b"])
