@@ -874,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         type=_method_list,
         help="comma-separated methods (default: slm-mux,debate,moa,mav,agent-forest,sc,"
-        "single,oracle)",
+        "first-sample,oracle)",
     )
     sub.add_argument("--limit", type=_integer(1, MAX_LIMIT), help="only the first N questions")
     sub.add_argument(
