@@ -36,7 +36,7 @@ from slm_mux.backends.base import Completion
 from slm_mux.calls import Caller, Sent, seed_key
 from slm_mux.collect import collect_splits, has_validation, tie_break_accuracy
 from slm_mux.comparison import SHARED, Comparison, Groupthink, MethodResult, failure_counts
-from slm_mux.engine import ROLES, best_model, resolve_roles, run
+from slm_mux.engine import FULL, ROLES, best_model, resolve_roles, run
 from slm_mux.errors import BackendError, InputError, StoreError
 from slm_mux.members import Member, close_members, warm_members
 from slm_mux.methods import (
@@ -250,7 +250,7 @@ def _runner(
             task,
             members,
             caller,
-            policy=policy or Policy("full"),
+            policy=policy or FULL,
             accuracy=accuracy,
             settings=settings,
             reply=False,
@@ -288,6 +288,27 @@ def _groupthink(
         gained += right and not majority_right
         present_lost += present and not right
     return Groupthink(lost, gained, present_lost)
+
+
+def _votes_correct(
+    method: str,
+    outcomes: Sequence[MethodOutcome],
+    questions: Sequence[Question],
+    task: Task,
+    k: Mapping[str, int],
+    accuracy: Mapping[str, float],
+    best: str,
+) -> list[bool]:
+    """Whether the registered vote ``method`` over each question's shared samples is right."""
+    rule = get_method(method).vote
+    assert rule is not None  # a vote over samples
+    return [
+        rule(Ballot(o.detail["answers"], task, k, accuracy, best, q.reference)).score(
+            task, q.reference
+        )
+        == 1
+        for o, q in zip(outcomes, questions, strict=True)
+    ]
 
 
 async def compare(
@@ -359,16 +380,8 @@ async def compare(
             made, key = phase(SHARED, {})
             done = await _run_phase(made, questions, _sampler(task, members), progress, key)
         for method in shared:
-            spec = get_method(method)
-            assert spec.vote is not None
-            correct = [
-                spec.vote(Ballot(o.detail["answers"], task, k, accuracy, best, q.reference)).score(
-                    task, q.reference
-                )
-                == 1
-                for o, q in zip(done.outcomes, questions, strict=True)
-            ]
-            model = best if spec.model_column else None
+            correct = _votes_correct(method, done.outcomes, questions, task, k, accuracy, best)
+            model = best if get_method(method).model_column else None
             result(method, made, done, correct, model=model, shared=SHARED)
     for method in (m for m in methods if m in METHODS):
         chosen = resolve_roles(settings.get(method) or METHODS[method].settings(), best)

@@ -1,15 +1,18 @@
-"""Live SLM-MUX: every model samples k answers at once, the selection rule decides.
+"""The one live-answer path: :func:`run` answers a question with a registered method.
 
-Models never see each other's answers. All models are asked concurrently and
-each asks for its k samples in one request where the backend allows it, so
-the wall time of a question is about that of the slowest model's single
-generation, not k sequential calls.
+Every caller of a method goes through here: :class:`Mux` (the library's SLM-MUX),
+:func:`slm_mux.live.answer` (``serve``) and ``compare``; they differ only in their
+:class:`~slm_mux.calls.Caller` (sent live, or replayed and recorded) and all get an
+:class:`Answer`.
 
-With an adaptive :class:`~slm_mux.adaptive.Policy` the samples are drawn in
-rounds (:func:`sample_rounds`): round 1 is one request per model, later rounds
-ask only the models the policy names, continuing each model's sample numbers
-(so its seeds). Fewer samples, more sequential requests: cost for latency.
-The ``full`` policy is one round of ``k`` per model, as above.
+A vote over samples (SLM-MUX and its baselines) draws them with :func:`sample_rounds`:
+models never see each other's answers, all models are asked concurrently and each asks
+for its k samples in one request where the backend allows it, so the wall time of a
+question is about that of the slowest model's single generation, not k sequential calls.
+With an adaptive :class:`~slm_mux.adaptive.Policy` the samples are drawn in rounds:
+round 1 is one request per model, later rounds ask only the models the policy names,
+continuing each model's sample numbers (so its seeds). Fewer samples, more sequential
+requests: cost for latency. The ``full`` policy is one round of ``k`` per model.
 """
 
 from __future__ import annotations
