@@ -382,3 +382,15 @@ def test_an_unused_mux_closes_nothing_and_async_with_closes_once() -> None:
 
     assert asyncio.run(use()).answer == "3"
     assert backend.closed == 1
+
+
+def test_a_with_block_inside_a_running_loop_schedules_the_release_on_it() -> None:
+    backend = _Closing("a", ["#### 3"])
+
+    async def use() -> None:
+        with Mux([Member(backend, k=2)], task="gsm8k") as mux:
+            await mux.aask("q")
+        await asyncio.sleep(0)  # the scheduled release runs
+
+    asyncio.run(use())
+    assert backend.closed == 1

@@ -14,6 +14,7 @@ has the same seed however the samples are split into requests).
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def _summed(counts: Sequence[int | None]) -> int | None:
     return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
 
 
-class Caller:
+class Caller(ABC):
     """The calls of one method on one question (subclasses say how a call is made).
 
     ``record`` keeps, in the order the calls were made, each call's step, model and
@@ -125,11 +126,11 @@ class Caller:
         self.completion_tokens += sent.completion_tokens or 0
         return sent
 
+    @abstractmethod
     async def send(
         self, member: Member, step: str, messages: list[Message], n: int, seed: int | None
     ) -> Sent:
         """Make one call; raises ``BackendError`` when the model fails."""
-        raise NotImplementedError
 
     async def _through_backend(
         self, member: Member, messages: list[Message], n: int, seed: int | None

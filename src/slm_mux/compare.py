@@ -40,12 +40,12 @@ from slm_mux.engine import FULL, ROLES, best_model, resolve_roles, run
 from slm_mux.errors import BackendError, InputError, StoreError
 from slm_mux.members import Member, close_members, warm_members
 from slm_mux.methods import (
-    METHODS,
     Ballot,
     Call,
     MethodOutcome,
     Settings,
     call_all,
+    discussion_methods,
     first_round_majority,
     get_method,
     shared_methods,
@@ -125,6 +125,7 @@ class RecordingCaller(Caller):
         self.used: list[tuple[str, str, str]] = []
 
     def sample_key(self, model: str) -> str:
+        """The shared phase's key (its step ``sample``), whichever phase draws."""
         return seed_key(self.question.id, SHARED, "sample", model)
 
     async def send(
@@ -383,8 +384,9 @@ async def compare(
             correct = _votes_correct(method, done.outcomes, questions, task, k, accuracy, best)
             model = best if get_method(method).model_column else None
             result(method, made, done, correct, model=model, shared=SHARED)
-    for method in (m for m in methods if m in METHODS):
-        chosen = resolve_roles(settings.get(method) or METHODS[method].settings(), best)
+    discussions = discussion_methods()
+    for method in (m for m in methods if m in discussions):
+        chosen = resolve_roles(settings.get(method) or discussions[method].settings(), best)
         with progress.phase(f"compare: {method}, {n} questions"):
             made, key = phase(method, chosen.to_json())
             runner = _runner(method, task, members, accuracy, settings=chosen)
@@ -454,10 +456,11 @@ def compare_pool(
     ``slm-mux@POLICY`` row (:func:`compare`).
     """
     policy = Policy.parse(pool.defaults.adaptive) if adaptive is None else adaptive
+    discussions = discussion_methods()
     settings = {
-        method: METHODS[method].settings(**(options or {}).get(method, {}))
+        method: discussions[method].settings(**(options or {}).get(method, {}))
         for method in methods
-        if method in METHODS
+        if method in discussions
     }
     for chosen in settings.values():
         for role in ROLES:

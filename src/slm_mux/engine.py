@@ -441,7 +441,10 @@ async def _voted(
 
 
 class Mux:
-    """Several models answering as one through SLM-MUX.
+    """Several models answering as one through SLM-MUX (:func:`run`).
+
+    Use it as a context manager (``with`` around :meth:`ask`, ``async with`` around
+    :meth:`aask`): leaving it releases the backends' connections and loaded models.
 
     ``validation_accuracy`` breaks confidence ties (higher wins); without it
     ties go to the order of ``members``. ``adaptive`` is the sampling policy
@@ -468,6 +471,7 @@ class Mux:
         self.policy = adaptive if isinstance(adaptive, Policy) else Policy.parse(adaptive)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
+        self._closing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_pool(
@@ -524,13 +528,22 @@ class Mux:
         await close_members(self.members)
 
     def close(self) -> None:
-        """Release what :meth:`ask` or :meth:`aask` opened (outside a running event loop)."""
+        """Release what :meth:`ask` or :meth:`aask` opened.
+
+        Inside a running event loop the release is scheduled on that loop (prefer
+        ``async with`` or :meth:`aclose` there).
+        """
         if self._loop is not None:
             self._loop.run_until_complete(self.aclose())
             self._loop.close()
             self._loop = None
         elif self._opened:
-            asyncio.run(self.aclose())
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(self.aclose())
+            else:
+                self._closing = running.create_task(self.aclose())
 
     def __enter__(self) -> Mux:
         return self

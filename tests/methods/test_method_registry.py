@@ -14,6 +14,7 @@ from slm_mux.methods import (
     Ballot,
     Vote,
     compare_methods,
+    discussion_methods,
     get_method,
     live_methods,
     method,
@@ -131,6 +132,25 @@ def test_adding_a_method_is_one_decorated_function() -> None:
     assert model_names([])[:3] == live_methods()[:3]
     assert get_method("last-model").vote is last_model
     assert get_method("last-model").calls_per_question(4, None) == 4
+
+
+@pytest.mark.usefixtures("restored")
+def test_adding_a_discussion_method_puts_it_beside_the_others() -> None:
+    async def echo(question, task, models, call, settings):  # type: ignore[no-untyped-def]
+        raise AssertionError("not run")
+
+    method(
+        "echo",
+        kind="discussion",
+        order=13,
+        summary="asks once",
+        calls=lambda m, s: 1,
+        live=True,
+        compare=True,
+    )(echo)
+    assert compare_methods()[:5] == ["slm-mux", "debate", "moa", "mav", "echo"]
+    assert live_methods()[-1] == "echo"
+    assert "echo" in discussion_methods() and "echo" not in shared_methods()
 
 
 @pytest.mark.usefixtures("restored")
