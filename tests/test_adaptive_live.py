@@ -79,6 +79,7 @@ def test_exact_decides_as_full_on_the_same_stream_with_fewer_samples(
         for question, whole in zip(questions, expected, strict=True):
             got = exact.ask(question)
             assert (got.answer, got.model) == (whole.answer, whole.model), question
+            assert got.confidence is not None and whole.confidence is not None
             assert got.confidence <= whole.confidence  # counted over k, of fewer samples
             for model in MODELS:
                 # A prefix of the same stream: the same answers as full's first ones.

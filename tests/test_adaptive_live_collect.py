@@ -12,8 +12,9 @@ import pytest
 from tests.test_adaptive_live import MODELS, by_seed, write_pool
 
 from slm_mux.adaptive import Policy
+from slm_mux.calls import sample_seed
 from slm_mux.cli import main
-from slm_mux.engine import drawn_codes, sample_seed
+from slm_mux.engine import drawn_codes
 from slm_mux.selection import tie_break_rank
 from slm_mux.store import Store
 from slm_mux.tasks import get_task

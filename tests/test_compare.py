@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
 import pytest
 
+from slm_mux.backends.base import Batch, GenerationRequest
 from slm_mux.backends.scripted import ScriptedBackend
-from slm_mux.compare import compare, config_hash
-from slm_mux.comparison import SHARED, Comparison, comparisons_of, method_names
-from slm_mux.errors import StoreError
+from slm_mux.compare import compare, compare_pool, config_hash
+from slm_mux.comparison import SHARED, Comparison, MethodResult, comparisons_of
+from slm_mux.errors import BackendError, StoreError
 from slm_mux.members import Member
-from slm_mux.methods import METHODS
+from slm_mux.methods import METHODS, compare_methods
+from slm_mux.pool import pool_from_dict
+from slm_mux.progress import SILENT, Progress, RecordedProgress
 from slm_mux.store import SCHEMA_VERSION, RecordedCall, Store
 from slm_mux.tasks import Question, get_task
 
@@ -23,7 +26,7 @@ TASK = get_task("exact")
 
 # Per question: reference, then each model's three answers.
 SCRIPT: dict[str, tuple[str, list[str], list[str], list[str]]] = {
-    # b is sure and right; the pooled vote is right; sc(b) and single(b) right.
+    # b is sure and right; the pooled vote is right; sc(b) and first-sample(b) right.
     "Q1": ("1", ["1", "2", "2"], ["1", "1", "1"], ["3", "3", "2"]),
     # c is sure and wrong: slm-mux and the pooled vote wrong; a's majority right (oracle).
     "Q2": ("5", ["5", "5", "6"], ["7", "6", "6"], ["7", "7", "7"]),
@@ -60,6 +63,7 @@ def _run(
     methods: Sequence[str],
     accuracy: dict[str, float] | None = ACCURACY,
     questions: Sequence[Question] = QUESTIONS,
+    progress: Progress = SILENT,
 ) -> Comparison:
     return asyncio.run(
         compare(
@@ -70,12 +74,12 @@ def _run(
             methods=methods,
             settings={},
             validation_accuracy=accuracy,
-            show_progress=False,
+            progress=progress,
         )
     )
 
 
-SHARED_METHODS = ["slm-mux", "agent-forest", "sc", "single", "oracle"]
+SHARED_METHODS = ["slm-mux", "agent-forest", "sc", "first-sample", "oracle"]
 
 
 def test_the_shared_methods_follow_their_vote_rules_and_tie_breaks(tmp_path: Path) -> None:
@@ -83,8 +87,14 @@ def test_the_shared_methods_follow_their_vote_rules_and_tie_breaks(tmp_path: Pat
     with Store(tmp_path / "s.db") as store:
         result = _run(members, store, SHARED_METHODS)
     correct = {name: r.correct for name, r in result.methods.items()}
-    assert correct == {"slm-mux": 2, "agent-forest": 1, "sc": 2, "single": 3, "oracle": 4}
-    assert result.methods["sc"].model == result.methods["single"].model == "b"
+    assert correct == {
+        "slm-mux": 2,
+        "agent-forest": 1,
+        "sc": 2,
+        "first-sample": 3,
+        "oracle": 4,
+    }
+    assert result.methods["sc"].model == result.methods["first-sample"].model == "b"
     # One call of n=3 per model per question, shared by all five.
     assert _requests(members) == 3 * 5
     for row in result.methods.values():
@@ -96,11 +106,15 @@ def test_without_validation_accuracy_ties_and_the_best_model_follow_pool_order(
     tmp_path: Path,
 ) -> None:
     with Store(tmp_path / "s.db") as store:
-        result = _run(_members(), store, ["slm-mux", "sc", "single"], accuracy=None)
+        result = _run(_members(), store, ["slm-mux", "sc", "first-sample"], accuracy=None)
     assert result.methods["sc"].model == "a"
     # slm-mux: Q1 (b sure) only; Q3's tie now goes to a, Q4's too.
     # a's majorities are right on Q2 only, its first samples on Q1 and Q2.
-    assert {n: r.correct for n, r in result.methods.items()} == {"slm-mux": 1, "sc": 1, "single": 2}
+    assert {n: r.correct for n, r in result.methods.items()} == {
+        "slm-mux": 1,
+        "sc": 1,
+        "first-sample": 2,
+    }
 
 
 def test_a_finished_comparison_replays_without_a_request_and_prints_the_same_table(
@@ -108,9 +122,9 @@ def test_a_finished_comparison_replays_without_a_request_and_prints_the_same_tab
 ) -> None:
     members = _members()
     with Store(tmp_path / "s.db") as store:
-        first = _run(members, store, method_names())
+        first = _run(members, store, compare_methods())
         sent = _requests(members)
-        again = _run(members, store, method_names())
+        again = _run(members, store, compare_methods())
     assert _requests(members) == sent
     assert again.to_markdown() == first.to_markdown()
     assert again.to_json() == first.to_json()
@@ -136,7 +150,7 @@ def test_every_call_is_stored_with_its_prompt_replies_tokens_and_step(tmp_path: 
 def test_calls_per_question_match_each_methods_formula(tmp_path: Path) -> None:
     members = _members()
     with Store(tmp_path / "s.db") as store:
-        result = _run(members, store, method_names())
+        result = _run(members, store, compare_methods())
     for name, spec in METHODS.items():
         expected = spec.calls_per_question(3, spec.settings()) * len(QUESTIONS)
         assert result.methods[name].calls == expected, name
@@ -187,6 +201,9 @@ def test_a_failing_model_fails_only_its_questions_and_is_retried_next_run(
         assert result.failed
         assert result.methods["slm-mux"].failed == 3
         assert result.methods["debate"].failed == 3
+        assert result.exit_code == 3 and result.retryable
+        assert {f.retryable for f in result.failures} == {True}
+        assert all("no scripted answer" in f.reason for f in result.failures)
         before = len(members[2].backend.requests)  # type: ignore[attr-defined]
         _run(members, store, ["slm-mux"])
     # Only the three failed sample calls are asked again.
@@ -242,3 +259,89 @@ def test_a_version_2_store_gains_the_call_tables(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+class _TooLong(ScriptedBackend):
+    """Answers Q1 and Q2; any other prompt is longer than its context (never retryable)."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        text = " ".join(message["content"] for message in request.messages)
+        if "Q1:" not in text and "Q2:" not in text:
+            raise BackendError(f"model {self.name!r}: the prompt is too long", retryable=False)
+        async for batch in super().stream(request):
+            yield batch
+
+
+def test_failures_that_a_rerun_cannot_fix_exit_4_with_each_reason_once(tmp_path: Path) -> None:
+    members = _members()
+    script = {f"{qid}:": ["Answer: 1"] for qid in ("Q1", "Q2")}
+    members[2] = Member(_TooLong("c", script), k=3)
+    with Store(tmp_path / "s.db") as store:
+        result = _run(members, store, ["slm-mux", "sc", "debate"])
+    assert (result.failed, result.retryable, result.exit_code) == (True, False, 4)
+    reason = "model 'c': the prompt is too long"
+    # Each distinct reason once, its questions summed over the methods (shared ones too).
+    assert [(f.reason, f.retryable) for f in result.failures] == [(reason, False)]
+    assert result.failures[0].questions == 3 * 3
+    row = result.methods["debate"].to_json()
+    assert row["failures"] == [{"reason": reason, "retryable": False, "questions": 3}]
+    assert MethodResult.from_json("debate", row) == result.methods["debate"]
+
+
+def test_a_comparison_without_failures_exits_0(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        result = _run(_members(), store, ["slm-mux"])
+    assert (result.failed, result.failures, result.exit_code) == (False, [], 0)
+    assert "failures" not in result.methods["slm-mux"].to_json()
+
+
+def test_each_phase_reports_to_the_progress_sink(tmp_path: Path) -> None:
+    progress = RecordedProgress()
+    with Store(tmp_path / "s.db") as store:
+        _run(_members(), store, ["slm-mux", "sc", "debate"], progress=progress)
+    assert progress.phases == [
+        "compare: independent samples, 5 questions",
+        "compare: debate, 5 questions",
+    ]
+    assert [(r.name, r.total, r.done, r.errors) for r in progress.rows] == [
+        (SHARED, 5, 5, 0),
+        ("debate", 5, 5, 0),
+    ]
+
+
+class _Loading(ScriptedBackend):
+    """A scripted backend whose model loads in ``warm``; it notes the order of events."""
+
+    def __init__(self, name: str, script: dict[str, list[str]], events: list[str]) -> None:
+        super().__init__(name, script)
+        self.events = events
+
+    async def warm(self) -> None:
+        self.events.append(f"warm {self.name}")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Batch]:
+        self.events.append(f"call {self.name}")
+        async for batch in super().stream(request):
+            yield batch
+
+
+def test_compare_pool_loads_every_model_before_the_first_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    pool = pool_from_dict(
+        {
+            "models": [
+                {"name": name, "backend": "scripted", "script": {"*": ["Answer: 1"]}}
+                for name in ("a", "b")
+            ]
+        }
+    )
+    built = {name: _Loading(name, {"*": ["Answer: 1"]}, events) for name in ("a", "b")}
+    monkeypatch.setattr(
+        "slm_mux.compare.members_of",
+        lambda pool, k: [Member(built[name], k=2) for name in ("a", "b")],
+    )
+    compare_pool(pool, TASK, QUESTIONS[:2], store=tmp_path / "s.db", methods=["slm-mux"])
+    assert events[:2] == ["warm a", "warm b"]
+    assert events.count("call a") == 2 and "warm a" not in events[2:]

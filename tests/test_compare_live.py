@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from slm_mux.calls import sample_seed
 from slm_mux.cli import main
 from slm_mux.compare import compare_pool
-from slm_mux.comparison import Comparison, method_names
-from slm_mux.engine import sample_seed
-from slm_mux.methods import METHODS
+from slm_mux.comparison import Comparison
+from slm_mux.methods import METHODS, compare_methods
 from slm_mux.pool import Pool, pool_from_dict
 from slm_mux.store import Store
 from slm_mux.tasks import Question, get_task
@@ -50,8 +50,7 @@ def _compare(pool: Pool, store: Path, methods: list[str] | None = None) -> Compa
         get_task("gsm8k"),
         QUESTIONS,
         store=store,
-        methods=methods or method_names(),
-        show_progress=False,
+        methods=methods or compare_methods(),
     )
 
 

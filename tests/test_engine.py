@@ -348,3 +348,49 @@ def test_status_shows_samples_accuracy_and_failures(
     steady = holdings["steady"]
     assert (steady["questions"], steady["samples"], steady["no_answer"]) == (6, 18, 6)
     assert steady["accuracy"] == pytest.approx(2 / 18)  # "#### 0" is right only for q0
+
+
+class _Closing(ScriptedBackend):
+    """A scripted backend that counts its loads (``warm``) and closes."""
+
+    def __init__(self, name: str, responses: list[str]) -> None:
+        super().__init__(name, {"*": responses})
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_leaving_a_with_block_closes_what_aask_opened() -> None:
+    backend = _Closing("a", ["#### 3"])
+    with Mux([Member(backend, k=2)], task="gsm8k") as mux:
+        found = asyncio.run(mux.aask("q"))  # aask on a loop of the caller's, not ask's
+        assert backend.closed == 0
+    assert found.answer == "3"
+    assert backend.closed == 1
+
+
+def test_an_unused_mux_closes_nothing_and_async_with_closes_once() -> None:
+    backend = _Closing("a", ["#### 3"])
+    with Mux([Member(backend, k=2)], task="gsm8k"):
+        pass
+    assert backend.closed == 0
+
+    async def use() -> MuxAnswer:
+        async with Mux([Member(backend, k=2)], task="gsm8k") as mux:
+            return await mux.aask("q")
+
+    assert asyncio.run(use()).answer == "3"
+    assert backend.closed == 1
+
+
+def test_a_with_block_inside_a_running_loop_schedules_the_release_on_it() -> None:
+    backend = _Closing("a", ["#### 3"])
+
+    async def use() -> None:
+        with Mux([Member(backend, k=2)], task="gsm8k") as mux:
+            await mux.aask("q")
+        await asyncio.sleep(0)  # the scheduled release runs
+
+    asyncio.run(use())
+    assert backend.closed == 1

@@ -10,9 +10,9 @@ import pytest
 
 from slm_mux.backends.base import Batch, Completion, GenerationRequest
 from slm_mux.backends.scripted import Script, ScriptedBackend
-from slm_mux.engine import Mux
+from slm_mux.engine import Answer, Mux
 from slm_mux.errors import BackendError, InputError
-from slm_mux.live import ChatTask, LiveAnswer, answer, model_names
+from slm_mux.live import ChatTask, answer, model_names
 from slm_mux.members import Member
 from slm_mux.methods import MoASettings
 from slm_mux.tasks import Question, get_task
@@ -46,7 +46,7 @@ def _used(members: Sequence[Member]) -> tuple[int, int, int]:
     )
 
 
-def _totals(found: LiveAnswer) -> tuple[int, int, int]:
+def _totals(found: Answer) -> tuple[int, int, int]:
     return found.calls, found.prompt_tokens, found.completion_tokens
 
 
@@ -281,7 +281,10 @@ async def test_cancelling_the_request_cancels_every_call_in_flight(method: str) 
 
 
 class _SlowGradingTask(ExactTask):
-    """The exact task with an ``equivalent`` of its own that records the thread it runs on."""
+    """The exact task with an ``equivalent`` of its own (declared: not exact equivalence)
+    that records the thread it runs on."""
+
+    exact_equivalence = False
 
     def __init__(self) -> None:
         self.threads: set[int] = set()
@@ -299,3 +302,17 @@ async def test_clustering_leaves_the_event_loop_only_for_a_task_with_its_own_equ
     assert slow.threads and threading.get_ident() not in slow.threads
     cheap = await answer("slm-mux", REQUEST, members, task=EXACT)
     assert cheap == found  # the same answer either way
+
+
+async def test_no_answer_because_models_failed_raises_for_every_method_alike() -> None:
+    """moa's proposers answer, its aggregator fails: no answer, so the request failed."""
+    members = [
+        _member("a", {"*": ["Answer: 1"]}),
+        _member("b", {"never": ["Answer: 2"]}),
+    ]
+    settings = MoASettings(layers=2, aggregator="b")
+    with pytest.raises(BackendError, match=r"^no answer; b: .*no scripted answer"):
+        await answer("moa", REQUEST, members, task=EXACT, settings=settings)
+    # A model that failed while another answered leaves an answer: no error.
+    found = await answer("slm-mux", REQUEST, members, task=EXACT)
+    assert (found.answer, list(found.failed)) == ("1", ["b"])

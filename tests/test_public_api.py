@@ -5,6 +5,7 @@ import slm_mux
 
 def test_exported_names() -> None:
     assert sorted(slm_mux.__all__) == [
+        "Answer",
         "BackendError",
         "Decision",
         "FormatError",

@@ -11,8 +11,9 @@ settings (roles resolved) and every member's generation settings, so changed opt
 never mix transcripts.
 
 A run has phases: first the independent samples (``k`` per model per question, one
-call each), shared by ``slm-mux``, ``agent-forest``, ``sc``, ``single`` and
-``oracle``; then each selected discussion method. Within a phase all questions run at
+call each), shared by the votes over samples (``slm-mux``, ``agent-forest``, ``sc``,
+``first-sample``, ``oracle``: :func:`slm_mux.methods.shared_methods`); then each
+selected discussion method through :func:`slm_mux.engine.run`. Within a phase all questions run at
 once (the backends bound their own concurrency); within a question the method's own
 calls of a round go out together. With an adaptive policy (``--adaptive``, not ``full``)
 a last phase ``slm-mux@POLICY`` draws SLM-MUX's samples live in the policy's rounds, one
@@ -26,33 +27,32 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.progress import Progress
+from typing import Any
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Completion
+from slm_mux.calls import Caller, Sent, seed_key
 from slm_mux.collect import collect_splits, has_validation, tie_break_accuracy
-from slm_mux.comparison import SHARED, SHARED_METHODS, Comparison, Groupthink, MethodResult
-from slm_mux.engine import ModelSamples, mux_decision, sample_rounds, sample_seed
+from slm_mux.comparison import SHARED, Comparison, Groupthink, MethodResult, failure_counts
+from slm_mux.engine import FULL, ROLES, best_model, resolve_roles, run
 from slm_mux.errors import BackendError, InputError, StoreError
-from slm_mux.live import ROLES, best_model, resolve_roles, send
-from slm_mux.members import Member, close_members
+from slm_mux.members import Member, close_members, warm_members
 from slm_mux.methods import (
-    METHODS,
+    Ballot,
     Call,
     MethodOutcome,
     Settings,
     call_all,
+    discussion_methods,
     first_round_majority,
-    vote,
+    get_method,
+    shared_methods,
 )
 from slm_mux.pool import Pool, members_of
-from slm_mux.rich_progress import RichProgress, progress_display
+from slm_mux.progress import SILENT, Progress
 from slm_mux.sample import Split
-from slm_mux.selection import decide
 from slm_mux.store import RecordedCall, RunKey, Store
 from slm_mux.tasks import Question, Task
 from slm_mux.tasks.base import Message
@@ -99,10 +99,6 @@ class _Phase:
     recorded: dict[tuple[str, str, str], RecordedCall]
     sent: int = 0
 
-    def caller(self, question: Question) -> RecordingCaller:
-        """A caller for one question of this phase."""
-        return RecordingCaller(self, question)
-
     def totals(self, used: Sequence[tuple[str, str, str]]) -> tuple[int, int, int]:
         """Requests, prompt and completion tokens of the recorded calls ``used``."""
         calls = [self.recorded[key] for key in used]
@@ -113,66 +109,45 @@ class _Phase:
         )
 
 
-@dataclass
-class RecordingCaller:
-    """The :class:`~slm_mux.methods.Caller` of one method on one question.
+class RecordingCaller(Caller):
+    """The :class:`~slm_mux.calls.Caller` of one method on one question of a phase:
+    each call is replayed from the store, else sent through the member's backend and
+    stored at once.
 
     ``used`` lists the keys of the calls it made (replayed or sent), in order.
+    Independent samples (:meth:`~slm_mux.calls.Caller.samples`) are seeded as the
+    shared phase's samples of the same numbers.
     """
 
-    phase: _Phase
-    question: Question
-    used: list[tuple[str, str, str]] = field(default_factory=list)
+    def __init__(self, phase: _Phase, question: Question) -> None:
+        super().__init__(phase.members, question, phase.method)
+        self.phase = phase
+        self.used: list[tuple[str, str, str]] = []
 
-    async def __call__(
-        self, model: str, step: str, messages: list[Message], *, n: int = 1
-    ) -> list[str]:
-        """The ``n`` replies of ``model``: from the store, else from its backend (stored)."""
-        return await self._call(model, step, messages, n, None)
+    def sample_key(self, model: str) -> str:
+        """The shared phase's key (its step ``sample``), whichever phase draws."""
+        return seed_key(self.question.id, SHARED, "sample", model)
 
-    async def samples(self, member: Member, messages: list[Message], numbers: range) -> list[str]:
-        """Samples ``numbers`` of ``member``'s independent-sample stream (step
-        ``sample@FIRST``): seeded like the shared phase's samples of the same numbers."""
-        key = f"{self.question.id}:{SHARED}:sample:{member.name}"
-        seed = sample_seed(member.seed, key, numbers[0])
-        return await self._call(member.name, f"sample@{numbers[0]}", messages, len(numbers), seed)
-
-    async def _call(
-        self, model: str, step: str, messages: list[Message], n: int, seed: int | None
-    ) -> list[str]:
+    async def send(
+        self, member: Member, step: str, messages: list[Message], n: int, seed: int | None
+    ) -> Sent:
+        """The replies from the store, else from the member's backend (then stored)."""
         phase, question = self.phase, self.question
-        key = (question.id, step, model)
+        key = (question.id, step, member.name)
         stored = phase.recorded.get(key)
         if stored is not None:
             if (stored.messages, stored.n) != (messages, n):
                 raise StoreError(
                     f"{phase.store.path}: method {phase.method!r}, question {question.id!r}, "
-                    f"step {step!r}, model {model!r}: the stored call had another prompt; "
-                    "use another --store"
+                    f"step {step!r}, model {member.name!r}: the stored call had another "
+                    "prompt; use another --store"
                 )
             self.used.append(key)
-            return stored.replies
-        member = phase.members.get(model)
-        if member is None:
-            raise InputError(f"model {model!r} is not in the pool")
-        if seed is None:
-            seed_key = f"{question.id}:{phase.method}:{step}:{member.name}"
-            seed = sample_seed(member.seed, seed_key, 0)
-        call = await self._send(member, step, messages, n, seed)
-        phase.store.add_call(call)
-        phase.recorded[key] = call
-        self.used.append(key)
-        return call.replies
-
-    async def _send(
-        self, member: Member, step: str, messages: list[Message], n: int, seed: int | None
-    ) -> RecordedCall:
-        """One call through the member's backend: every reply, the responses it took."""
-        phase, question = self.phase, self.question
+            return Sent([Completion(text, None, None, 0.0, None) for text in stored.replies], 0)
         started = time.perf_counter()
-        sent = await send(member, messages, n, seed)
+        sent = await self._through_backend(member, messages, n, seed)
         phase.sent += sent.responses
-        return RecordedCall(
+        call = RecordedCall(
             method=phase.method,
             config_hash=phase.config_hash,
             task=phase.task.name,
@@ -188,6 +163,10 @@ class RecordingCaller:
             latency_s=time.perf_counter() - started,
             requests=sent.responses,
         )
+        await phase.store.write(lambda: phase.store.add_call(call))
+        phase.recorded[key] = call
+        self.used.append(key)
+        return sent
 
 
 Run = Callable[[Question, RecordingCaller], Awaitable[MethodOutcome]]
@@ -204,24 +183,22 @@ class _Done:
 
 
 async def _run_phase(
-    phase: _Phase, questions: Sequence[Question], run: Run, display: Progress, key: RunKey
+    phase: _Phase, questions: Sequence[Question], run: Run, progress: Progress, key: RunKey
 ) -> _Done:
     """Run every question of a phase at once; a model's failure fails only its question.
 
     The phase's wall time is added to the store's record only when it sent requests.
     """
-    row = display.add_task(phase.method, total=len(questions), collected=0, tokens=0, errors=0)
-    failed = 0
+    row = progress.row(phase.method, total=len(questions))
 
     async def one(question: Question) -> tuple[MethodOutcome, RecordingCaller]:
-        nonlocal failed
-        caller = phase.caller(question)
+        caller = RecordingCaller(phase, question)
         try:
             outcome = await run(question, caller)
         except BackendError as error:
-            outcome = MethodOutcome(None, detail={"failures": [{"error": str(error)}]})
-        failed += bool(outcome.detail.get("failures"))
-        display.update(row, advance=1, collected=phase.sent, errors=failed)
+            failure = {"error": str(error), "retryable": error.retryable}
+            outcome = MethodOutcome(None, detail={"failures": [failure]})
+        row.advance(1, errors=int(bool(outcome.detail.get("failures"))))
         return outcome, caller
 
     started = time.perf_counter()
@@ -235,7 +212,9 @@ async def _run_phase(
         await asyncio.gather(*running, return_exceptions=True)
         raise
     elapsed = time.perf_counter() - started
-    wall = phase.store.add_method_wall(key, elapsed if phase.sent else 0.0)
+    wall = await phase.store.write(
+        lambda: phase.store.add_method_wall(key, elapsed if phase.sent else 0.0)
+    )
     return _Done([outcome for outcome, _ in done], [caller for _, caller in done], wall)
 
 
@@ -255,60 +234,41 @@ def _sampler(task: Task, members: Sequence[Member]) -> Run:
     return sample
 
 
-def _adaptive_sampler(
-    task: Task, members: Sequence[Member], policy: Policy, accuracy: Mapping[str, float]
-) -> Run:
-    """SLM-MUX with its samples drawn in ``policy``'s rounds, each round's call recorded."""
-
-    async def sample(question: Question, caller: RecordingCaller) -> MethodOutcome:
-        messages = task.messages(question)
-
-        async def draw(member: Member, numbers: Sequence[int]) -> ModelSamples:
-            try:
-                texts = await caller.samples(member, messages, range(numbers[0], numbers[-1] + 1))
-            except BackendError as error:
-                return ModelSamples(member.name, [], [None] * len(numbers), str(error))
-            completions = [Completion(text, None, None, 0.0, None) for text in texts]
-            return ModelSamples(member.name, completions, [task.extract(t) for t in texts])
-
-        sampled = await sample_rounds(
-            members, task, question, policy=policy, validation_accuracy=accuracy, draw=draw
-        )
-        k = {m.name: m.k for m in members}
-        decision = mux_decision(sampled.results, task, accuracy, k)
-        failures = [{"model": r.model, "error": r.error} for r in sampled.results if r.error]
-        detail = {"rounds": sampled.rounds, "samples": sampled.drawn, "failures": failures}
-        return MethodOutcome(decision.answer, detail=detail)
-
-    return sample
-
-
-def _shared_answers(
+def _runner(
     method: str,
-    answers: dict[str, list[str | None]],
     task: Task,
     members: Sequence[Member],
-    best: str,
     accuracy: Mapping[str, float],
-    reference: str,
-) -> bool:
-    """Whether shared ``method`` answers a question correctly from its independent samples."""
-    if method == "slm-mux":
-        if not answers:
-            return False
-        k = {m.name: m.k for m in members if m.name in answers}
-        decision = decide(answers, task.cluster, k=k, validation_accuracy=accuracy)
-        return task.grade(decision.answer, reference)
-    if method == "agent-forest":
-        pooled = [answer for m in members for answer in answers.get(m.name, [])]
-        return task.grade(vote(pooled, task), reference)
-    if method == "sc":
-        return best in answers and task.grade(vote(answers[best], task), reference)
-    if method == "single":
-        return best in answers and task.grade(answers[best][0], reference)
-    if method == "oracle":
-        return any(task.grade(vote(found, task), reference) for found in answers.values())
-    raise ValueError(f"not a shared method: {method!r}")
+    *,
+    settings: Settings | None = None,
+    policy: Policy | None = None,
+) -> Run:
+    """``method`` through :func:`slm_mux.engine.run` (no reply text: only answers are graded);
+    a vote over samples reports its rounds, samples drawn and failed models."""
+
+    async def one(question: Question, caller: RecordingCaller) -> MethodOutcome:
+        found = await run(
+            method,
+            question,
+            task,
+            members,
+            caller,
+            policy=policy or FULL,
+            accuracy=accuracy,
+            settings=settings,
+            reply=False,
+        )
+        if found.outcome is not None:
+            return found.outcome
+        failures = [
+            {"model": r.model, "error": r.error, "retryable": r.retryable}
+            for r in found.samples.values()
+            if r.error
+        ]
+        detail = {"rounds": found.rounds, "samples": found.samples_drawn, "failures": failures}
+        return MethodOutcome(found.answer, detail=detail)
+
+    return one
 
 
 def _groupthink(
@@ -333,6 +293,27 @@ def _groupthink(
     return Groupthink(lost, gained, present_lost)
 
 
+def _votes_correct(
+    method: str,
+    outcomes: Sequence[MethodOutcome],
+    questions: Sequence[Question],
+    task: Task,
+    k: Mapping[str, int],
+    accuracy: Mapping[str, float],
+    best: str,
+) -> list[bool]:
+    """Whether the registered vote ``method`` over each question's shared samples is right."""
+    rule = get_method(method).vote
+    assert rule is not None  # a vote over samples
+    return [
+        rule(Ballot(o.detail["answers"], task, k, accuracy, best, q.reference)).score(
+            task, q.reference
+        )
+        == 1
+        for o, q in zip(outcomes, questions, strict=True)
+    ]
+
+
 async def compare(
     members: Sequence[Member],
     task: Task,
@@ -343,27 +324,29 @@ async def compare(
     settings: Mapping[str, Settings],
     split: Split = "test",
     validation_accuracy: Mapping[str, float] | None = None,
-    show_progress: bool | None = None,
-    log: TextIO | None = None,
+    progress: Progress = SILENT,
     adaptive: Policy | None = None,
 ) -> Comparison:
     """Run ``methods`` on ``questions`` with recorded calls; their results, also stored.
 
     ``settings`` gives the discussion methods' options (default: each one's defaults);
     ``validation_accuracy`` breaks SLM-MUX's confidence ties and picks the best model
-    (``sc``, ``single``, the default moa aggregator and mav generator), else pool order.
-    With an ``adaptive`` policy other than ``full`` and ``slm-mux`` among ``methods``, a
-    row ``slm-mux@POLICY`` follows ``slm-mux``: SLM-MUX with its samples drawn live in
-    the policy's rounds (recorded calls of their own; sample ``i`` seeded as the shared
-    sample ``i``, so ``exact`` decides as ``slm-mux`` where the backend keeps seeds).
+    (``sc``, ``first-sample``, the default moa aggregator and mav generator), else pool
+    order. With an ``adaptive`` policy other than ``full`` and ``slm-mux`` among
+    ``methods``, a row ``slm-mux@POLICY`` follows ``slm-mux``: SLM-MUX with its samples
+    drawn live in the policy's rounds (recorded calls of their own; sample ``i`` seeded as
+    the shared sample ``i``, so ``exact`` decides as ``slm-mux`` where the backend keeps
+    seeds). Each phase is reported to ``progress``.
     """
     accuracy = dict(validation_accuracy or {})
     best = best_model(members, accuracy)
     by_name = {m.name: m for m in members}
-    names = [m.name for m in members]
+    k = {m.name: m.k for m in members}
     qhash = questions_hash(questions)
-    store.add_questions(task.name, split, [(q.id, q.text, q.reference) for q in questions])
+    texts = [(q.id, q.text, q.reference) for q in questions]
+    await store.write(lambda: store.add_questions(task.name, split, texts))
     results: dict[str, MethodResult] = {}
+    shared = [m for m in methods if m in shared_methods()]
 
     def phase(method: str, options: Mapping[str, Any]) -> tuple[_Phase, RunKey]:
         digest = config_hash(method, options, members)
@@ -371,9 +354,10 @@ async def compare(
         made = _Phase(method, digest, task, split, store, by_name, recorded)
         return made, (method, digest, task.name, split, qhash)
 
-    def result(method: str, made: _Phase, done: _Done, correct: list[bool], **extra: Any) -> None:
+    async def result(
+        method: str, made: _Phase, done: _Done, correct: list[bool], **extra: Any
+    ) -> None:
         calls, prompt, completion = made.totals([k for c in done.callers for k in c.used])
-        failed = sum(bool(o.detail.get("failures")) for o in done.outcomes)
         found = MethodResult(
             method,
             questions=len(questions),
@@ -382,58 +366,45 @@ async def compare(
             prompt_tokens=prompt,
             completion_tokens=completion,
             wall_s=round(done.wall_s, 3),  # as stored: the report shows the same figure
-            failed=failed,
+            failed=sum(bool(o.detail.get("failures")) for o in done.outcomes),
+            failures=failure_counts(o.detail.get("failures", []) for o in done.outcomes),
             **extra,
         )
         results[method] = found
-        store.save_method_result(
-            (method, made.config_hash, task.name, split, qhash), found.to_json()
-        )
+        key = (method, made.config_hash, task.name, split, qhash)
+        await store.write(lambda: store.save_method_result(key, found.to_json()))
 
-    with progress_display(show_progress) as display:
-        if any(method in SHARED_METHODS for method in methods):
-            if log is not None:
-                print(f"compare: independent samples, {len(questions)} questions", file=log)
+    def graded(done: _Done) -> list[bool]:
+        return [
+            task.grade(o.answer, q.reference) for o, q in zip(done.outcomes, questions, strict=True)
+        ]
+
+    n = len(questions)
+    if shared:
+        with progress.phase(f"compare: independent samples, {n} questions"):
             made, key = phase(SHARED, {})
-            done = await _run_phase(made, questions, _sampler(task, members), display, key)
-            for method in (m for m in methods if m in SHARED_METHODS):
-                correct = [
-                    _shared_answers(
-                        method, o.detail["answers"], task, members, best, accuracy, q.reference
-                    )
-                    for o, q in zip(done.outcomes, questions, strict=True)
-                ]
-                single = best if method in ("sc", "single") else None
-                result(method, made, done, correct, model=single, shared=SHARED)
-        for method in (m for m in methods if m not in SHARED_METHODS):
-            spec = METHODS[method]
-            chosen = resolve_roles(settings.get(method) or spec.settings(), best)
-            if log is not None:
-                print(f"compare: {method}, {len(questions)} questions", file=log)
+            done = await _run_phase(made, questions, _sampler(task, members), progress, key)
+        for method in shared:
+            correct = _votes_correct(method, done.outcomes, questions, task, k, accuracy, best)
+            model = best if get_method(method).model_column else None
+            await result(method, made, done, correct, model=model, shared=SHARED)
+    discussions = discussion_methods()
+    for method in (m for m in methods if m in discussions):
+        chosen = resolve_roles(settings.get(method) or discussions[method].settings(), best)
+        with progress.phase(f"compare: {method}, {n} questions"):
             made, key = phase(method, chosen.to_json())
-
-            async def run(question: Question, caller: RecordingCaller) -> MethodOutcome:
-                return await spec.run(question, task, names, caller, chosen)  # noqa: B023
-
-            done = await _run_phase(made, questions, run, display, key)
-            correct = [
-                task.grade(o.answer, q.reference)
-                for o, q in zip(done.outcomes, questions, strict=True)
-            ]
-            groupthink = _groupthink(done.outcomes, correct, task, questions)
-            result(method, made, done, correct, groupthink=groupthink)
-        if adaptive is not None and adaptive.kind != "full" and "slm-mux" in methods:
-            name = f"slm-mux@{adaptive}"
-            if log is not None:
-                print(f"compare: {name}, {len(questions)} questions", file=log)
-            made, key = phase(name, {"k": {m.name: m.k for m in members}})
-            sampler = _adaptive_sampler(task, members, adaptive, accuracy)
-            done = await _run_phase(made, questions, sampler, display, key)
-            correct = [
-                task.grade(o.answer, q.reference)
-                for o, q in zip(done.outcomes, questions, strict=True)
-            ]
-            result(name, made, done, correct)
+            runner = _runner(method, task, members, accuracy, settings=chosen)
+            done = await _run_phase(made, questions, runner, progress, key)
+        correct = graded(done)
+        groupthink = _groupthink(done.outcomes, correct, task, questions)
+        await result(method, made, done, correct, groupthink=groupthink)
+    if adaptive is not None and adaptive.kind != "full" and "slm-mux" in methods:
+        name = f"slm-mux@{adaptive}"
+        with progress.phase(f"compare: {name}, {n} questions"):
+            made, key = phase(name, {"k": k})
+            runner = _runner("slm-mux", task, members, accuracy, policy=adaptive)
+            done = await _run_phase(made, questions, runner, progress, key)
+        await result(name, made, done, graded(done))
     order = [m for method in methods for m in (method, f"slm-mux@{adaptive}") if m in results]
     ordered = {method: results[method] for method in dict.fromkeys(order)}
     return Comparison(task.name, split, len(questions), ordered)
@@ -445,18 +416,15 @@ async def _tie_break_accuracy(
     pool: Pool,
     task: Task,
     validation: Sequence[Question] | None,
-    show_progress: bool | None,
-    log: TextIO | None,
     warn: Callable[[str], None],
+    progress: Progress,
 ) -> dict[str, float]:
     """Validation accuracy per model: the pool file's, overridden by the store's validation
     split (collected first from ``validation`` when the store has none)."""
     accuracy = pool.validation_accuracy
     if not has_validation(store, task.name) and validation:
         plan: dict[Split, QuestionSet] = {"validation": QuestionSet({task.name: list(validation)})}
-        reports = await collect_splits(
-            members, plan, store=store, progress=RichProgress(show_progress, log)
-        )
+        reports = await collect_splits(members, plan, store=store, progress=progress)
         if not all(report.complete for report in reports):
             warn("some validation questions failed; tie-breaks use what was collected")
     if has_validation(store, task.name):
@@ -464,7 +432,7 @@ async def _tie_break_accuracy(
     elif not accuracy:
         warn(
             f"{store.path}: no validation samples of task {task.name!r} (see --validation-data): "
-            "confidence ties, sc, single and the default roles go to pool order"
+            "confidence ties, sc, first-sample and the default roles go to pool order"
         )
     return accuracy
 
@@ -479,8 +447,7 @@ def compare_pool(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     k: int | None = None,
     validation: Sequence[Question] | None = None,
-    show_progress: bool | None = None,
-    log: TextIO | None = None,
+    progress: Progress = SILENT,
     warn: Callable[[str], None] = lambda message: None,
     adaptive: Policy | None = None,
 ) -> Comparison:
@@ -489,14 +456,16 @@ def compare_pool(
     ``options`` gives each discussion method's settings by field (``{"debate":
     {"rounds": 3}}``); every option and role is checked before a model is loaded. ``k``
     replaces every model's own ``k``; ``validation`` questions are collected first when
-    the store has no validation samples of the task. ``adaptive`` (default: the pool's
-    ``defaults.adaptive``) adds an ``slm-mux@POLICY`` row (:func:`compare`).
+    the store has no validation samples of the task. In-process models are loaded before
+    any phase is timed. ``adaptive`` (default: the pool's ``defaults.adaptive``) adds an
+    ``slm-mux@POLICY`` row (:func:`compare`).
     """
     policy = Policy.parse(pool.defaults.adaptive) if adaptive is None else adaptive
+    discussions = discussion_methods()
     settings = {
-        method: METHODS[method].settings(**(options or {}).get(method, {}))
+        method: discussions[method].settings(**(options or {}).get(method, {}))
         for method in methods
-        if method in METHODS
+        if method in discussions
     }
     for chosen in settings.values():
         for role in ROLES:
@@ -507,11 +476,12 @@ def compare_pool(
                 )
     members = members_of(pool, k=k)
 
-    async def run() -> Comparison:
+    async def compared() -> Comparison:
         try:
-            with Store(store) as opened:
+            with await Store.open(store) as opened:
+                await warm_members(members)
                 accuracy = await _tie_break_accuracy(
-                    opened, members, pool, task, validation, show_progress, log, warn
+                    opened, members, pool, task, validation, warn, progress
                 )
                 return await compare(
                     members,
@@ -521,11 +491,10 @@ def compare_pool(
                     methods=methods,
                     settings=settings,
                     validation_accuracy=accuracy,
-                    show_progress=show_progress,
-                    log=log,
+                    progress=progress,
                     adaptive=policy,
                 )
         finally:
             await close_members(members)
 
-    return asyncio.run(run())
+    return asyncio.run(compared())

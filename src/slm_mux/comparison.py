@@ -3,33 +3,54 @@
 Per method: accuracy and its standard error, the requests actually sent (one per
 response received), the prompt and completion tokens the servers reported, the wall
 time of the runs that sent requests, the questions on which some call failed, and, for
-debate and moa, the groupthink counts. ``slm-mux``, ``agent-forest``, ``sc``,
-``single`` and ``oracle`` are computed from one shared set of independent samples, so
+debate and moa, the groupthink counts, and each distinct failure reason with whether a
+re-run may fix it. The votes over samples (``slm-mux``, ``agent-forest``, ``sc``,
+``first-sample``, ``oracle``) are computed from one shared set of independent samples, so
 they show that sampling's calls, tokens and wall time.
+
+Exit codes of ``slm-mux compare`` (:attr:`Comparison.exit_code`): 0 every call answered;
+3 some call failed for a reason a re-run may fix (run the same command again: finished
+calls are replayed, failed ones retried); 4 calls failed only for reasons a re-run
+cannot fix (a prompt longer than the model's context, say).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from slm_mux.methods.registry import compare_methods, shared_methods
 from slm_mux.store import MethodRun
 from slm_mux.tables import Align, markdown_table
 
 SHARED = "independent"
 """The name under which the shared independent samples are recorded."""
 
-SHARED_METHODS = ("slm-mux", "agent-forest", "sc", "single", "oracle")
-"""The methods computed from the shared independent samples."""
+
+@dataclass(frozen=True)
+class Failure:
+    """One distinct reason calls failed, on how many questions, and whether a re-run may
+    fix it."""
+
+    reason: str
+    retryable: bool
+    questions: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "retryable": self.retryable, "questions": self.questions}
 
 
-def method_names() -> list[str]:
-    """Every method ``compare`` runs, in table order."""
-    from slm_mux.methods import method_names as discussion
-
-    return [SHARED_METHODS[0], *discussion(), *SHARED_METHODS[1:]]
+def failure_counts(per_question: Iterable[Sequence[Mapping[str, Any]]]) -> tuple[Failure, ...]:
+    """The distinct failure reasons of a method's questions (each question's failures
+    as the method noted them: ``error`` and ``retryable``, default true), in order of first
+    appearance, each counted once per question."""
+    counts: Counter[tuple[str, bool]] = Counter()
+    for failures in per_question:
+        counts.update({(f["error"], bool(f.get("retryable", True))) for f in failures})
+    return tuple(Failure(reason, retryable, n) for (reason, retryable), n in counts.items())
 
 
 @dataclass(frozen=True)
@@ -50,8 +71,9 @@ class Groupthink:
 class MethodResult:
     """One method's row of the table.
 
-    ``model`` names the single model of ``sc`` and ``single``; ``shared`` is
-    :data:`SHARED` for the methods computed from the shared samples.
+    ``model`` names the single model of ``sc`` and ``first-sample``; ``shared`` is
+    :data:`SHARED` for the methods computed from the shared samples; ``failures`` the
+    distinct reasons of the failed calls.
     """
 
     method: str
@@ -65,6 +87,7 @@ class MethodResult:
     model: str | None = None
     shared: str | None = None
     groupthink: Groupthink | None = None
+    failures: tuple[Failure, ...] = ()
 
     @property
     def accuracy(self) -> float:
@@ -100,6 +123,8 @@ class MethodResult:
                 "gained": self.groupthink.gained,
                 "correct_present_lost": self.groupthink.correct_present_lost,
             }
+        if self.failures:
+            data["failures"] = [failure.to_json() for failure in self.failures]
         return data
 
     @classmethod
@@ -118,6 +143,7 @@ class MethodResult:
             model=data.get("model"),
             shared=data.get("shared"),
             groupthink=Groupthink(**groupthink) if groupthink is not None else None,
+            failures=tuple(Failure(**f) for f in data.get("failures", ())),
         )
 
 
@@ -147,8 +173,35 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        """Whether some call failed on some question (a re-run retries it)."""
+        """Whether some call failed on some question."""
         return any(result.failed for result in self.methods.values())
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Every distinct failure reason over the methods, once each (questions summed;
+        a stored result from before reasons were kept counts as one retryable reason)."""
+        merged: dict[tuple[str, bool], int] = {}
+        for result in self.methods.values():
+            known = result.failures or (
+                (Failure("(reason not recorded)", True, result.failed),) if result.failed else ()
+            )
+            for failure in known:
+                key = (failure.reason, failure.retryable)
+                merged[key] = merged.get(key, 0) + failure.questions
+        return [Failure(reason, retryable, n) for (reason, retryable), n in merged.items()]
+
+    @property
+    def retryable(self) -> bool:
+        """Whether running the same command again may answer a failed call."""
+        return any(failure.retryable for failure in self.failures)
+
+    @property
+    def exit_code(self) -> int:
+        """``compare``'s exit status: 0 nothing failed, 3 a re-run may fix a failure,
+        4 every failure is one a re-run cannot fix."""
+        if not self.failed:
+            return 0
+        return 3 if self.retryable else 4
 
     def to_json(self) -> dict[str, Any]:
         """``{"task", "split", "questions": n, "methods": {name: row}}``."""
@@ -161,7 +214,7 @@ class Comparison:
 
     def note(self) -> str:
         """What the table shows, in one paragraph."""
-        shared = [name for name in self.methods if name in SHARED_METHODS]
+        shared = [name for name in self.methods if name in shared_methods()]
         text = (
             f"{self.task} ({self.split}), {self.questions} questions. Calls are requests "
             "actually sent (responses received); tokens as the servers reported them; wall "
@@ -218,7 +271,7 @@ def comparisons_of(runs: Sequence[MethodRun]) -> list[Comparison]:
             continue
         group = groups.setdefault((run.task, run.split, run.questions_hash), {})
         group[run.method] = MethodResult.from_json(run.method, run.result)
-    order = {name: i for i, name in enumerate(method_names())}
+    order = {name: i for i, name in enumerate(compare_methods())}
     comparisons = []
     for (task, split, _), results in groups.items():
         chosen = sorted(results.values(), key=lambda r: order.get(r.method, len(order)))

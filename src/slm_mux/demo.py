@@ -149,9 +149,7 @@ def run_demo(
         split: QuestionSet({"arith": generate_questions(split, count, seed=seed)})
         for split, count in counts.items()
     }
-    reports = collect_pool(
-        pool, plan, store=store_path, samples=samples, progress=progress
-    )
+    reports = collect_pool(pool, plan, store=store_path, samples=samples, progress=progress)
     for collected in reports:
         failure = collected.first_failure()
         if failure is not None:

@@ -1,33 +1,38 @@
-"""Live SLM-MUX: every model samples k answers at once, the selection rule decides.
+"""The one live-answer path: :func:`run` answers a question with a registered method.
 
-Models never see each other's answers. All models are asked concurrently and
-each asks for its k samples in one request where the backend allows it, so
-the wall time of a question is about that of the slowest model's single
-generation, not k sequential calls.
+Every caller of a method goes through here: :class:`Mux` (the library's SLM-MUX),
+:func:`slm_mux.live.answer` (``serve``) and ``compare``; they differ only in their
+:class:`~slm_mux.calls.Caller` (sent live, or replayed and recorded) and all get an
+:class:`Answer`.
 
-With an adaptive :class:`~slm_mux.adaptive.Policy` the samples are drawn in
-rounds (:func:`sample_rounds`): round 1 is one request per model, later rounds
-ask only the models the policy names, continuing each model's sample numbers
-(so its seeds). Fewer samples, more sequential requests: cost for latency.
-The ``full`` policy is one round of ``k`` per model, as above.
+A vote over samples (SLM-MUX and its baselines) draws them with :func:`sample_rounds`:
+models never see each other's answers, all models are asked concurrently and each asks
+for its k samples in one request where the backend allows it, so the wall time of a
+question is about that of the slowest model's single generation, not k sequential calls.
+With an adaptive :class:`~slm_mux.adaptive.Policy` the samples are drawn in rounds:
+round 1 is one request per model, later rounds ask only the models the policy names,
+continuing each model's sample numbers (so its seeds). Fewer samples, more sequential
+requests: cost for latency. The ``full`` policy is one round of ``k`` per model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Batch, Completion
+from slm_mux.calls import Caller, LiveCaller, sample_seed
 from slm_mux.errors import BackendError, InputError, SlmMuxError
 from slm_mux.members import Member, close_members
-from slm_mux.selection import NO_VOTE, Decision, decide, encode, tie_break_rank
+from slm_mux.methods import MethodOutcome, Settings
+from slm_mux.methods.registry import Ballot, MethodSpec, Vote, get_method
+from slm_mux.selection import NO_VOTE, encode, tie_break_rank
 from slm_mux.tasks import Question, Task, get_task
 
 if TYPE_CHECKING:
@@ -44,59 +49,8 @@ class ModelSamples:
     answers: list[str | None]
     error: str | None = None
     responses: int = 0
-
-
-@dataclass(frozen=True)
-class MuxAnswer:
-    """The final answer, the model it came from, its confidence and every model's votes."""
-
-    question: str
-    answer: str | None
-    model: str | None
-    confidence: float
-    votes: dict[str, dict[str, int]]
-    samples: dict[str, ModelSamples] = field(repr=False)
-    latency_s: float = 0.0
-    policy: str = "full"
-    rounds: int = 1
-    samples_drawn: int = 0
-    samples_full: int = 0
-    tokens_saved: int | None = None
-    """An estimate: mean completion tokens per drawn sample times samples not drawn."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (no response texts, no secrets)."""
-        return {
-            "answer": self.answer,
-            "model": self.model,
-            "confidence": self.confidence,
-            "votes": self.votes,
-            "errors": {m: s.error for m, s in self.samples.items() if s.error},
-            "latency_s": round(self.latency_s, 4),
-            "tokens": {
-                m: sum(c.completion_tokens or 0 for c in s.completions)
-                for m, s in self.samples.items()
-            },
-            "adaptive": self.policy,
-            "rounds": self.rounds,
-            "samples": {"drawn": self.samples_drawn, "full": self.samples_full},
-            "tokens_saved_estimate": self.tokens_saved,
-        }
-
-
-def sample_seed(seed: int | None, question_id: str, first_sample: int) -> int | None:
-    """The seed of a request whose samples start at number ``first_sample``.
-
-    It is a per-question base (31 bits of SHA-256, stable across runs and
-    processes) plus ``first_sample``. Backends give the ``j``-th sample of a
-    request seeded ``s`` the seed ``s + j`` where they can, so sample ``i`` of
-    a question has seed ``base + i`` however the samples are split into
-    requests (one request of ``k``, or several rounds of adaptive sampling).
-    """
-    if seed is None:
-        return None
-    digest = hashlib.sha256(f"{seed}:{question_id}".encode()).digest()
-    return (int.from_bytes(digest[:4], "big") >> 1) + first_sample
+    retryable: bool = True
+    """Whether running again may fix ``error`` (see :class:`~slm_mux.errors.BackendError`)."""
 
 
 def sample_stream(
@@ -131,7 +85,12 @@ async def sample_model(
             found.update(batch)
     except SlmMuxError as error:
         return ModelSamples(
-            member.name, [], [None] * len(numbers), error=str(error), responses=responses
+            member.name,
+            [],
+            [None] * len(numbers),
+            error=str(error),
+            responses=responses,
+            retryable=getattr(error, "retryable", True),
         )
     completions = [found[number] for number in numbers]
     answers = [task.extract(c.text) for c in completions]
@@ -225,7 +184,8 @@ async def sample_rounds(
         state = [_merged(s, by_name.get(s.model), m.k) for s, m in zip(state, members, strict=True)]
     if all(s.error for s in state):
         reasons = "; ".join(f"{s.model}: {s.error}" for s in state)
-        raise BackendError(f"every model failed; {reasons}")
+        retryable = any(s.retryable for s in state)
+        raise BackendError(f"every model failed; {reasons}", retryable=retryable)
     return Sampled(state, policy, rounds, full=sum(k))
 
 
@@ -236,43 +196,255 @@ def _merged(before: ModelSamples, new: ModelSamples | None, k: int) -> ModelSamp
     completions = [*before.completions, *new.completions]
     responses = before.responses + new.responses
     if new.error is not None:
-        return ModelSamples(before.model, completions, [None] * k, new.error, responses)
+        return ModelSamples(
+            before.model, completions, [None] * k, new.error, responses, new.retryable
+        )
     return ModelSamples(before.model, completions, [*before.answers, *new.answers], None, responses)
 
 
 _T = TypeVar("_T")
 
 
-def grading_is_cheap(task: Task) -> bool:
-    """Whether ``task`` tells equal votes by their normal forms alone (microseconds).
-
-    Tasks with their own :meth:`Task.equivalent` (math-verify) may take much longer.
-    """
-    return type(task).equivalent is Task.equivalent
-
-
 async def off_loop_if_slow(task: Task, work: Callable[[], _T]) -> _T:
-    """``work()``: on the event loop when ``task``'s grading is cheap, else in a thread."""
-    return work() if grading_is_cheap(task) else await asyncio.to_thread(work)
+    """``work()``: on the event loop when ``task``'s grading is cheap
+    (:attr:`~slm_mux.tasks.Task.exact_equivalence`), else in a thread."""
+    return work() if task.exact_equivalence else await asyncio.to_thread(work)
 
 
-def mux_decision(
-    results: Sequence[ModelSamples],
+ROLES = ("aggregator", "generator")
+"""Settings fields naming a pool model; ``None`` resolves to the best validation model."""
+
+FULL = Policy("full")
+
+
+def best_model(members: Sequence[Member], accuracy: Mapping[str, float]) -> str:
+    """The model with the best validation accuracy; ties and unknown ones go to pool order."""
+    ranks = tie_break_rank([accuracy.get(m.name) for m in members])
+    return members[int(ranks.argmin())].name
+
+
+def resolve_roles(settings: Settings, best: str) -> Settings:
+    """``settings`` with every unset role (aggregator, generator) given to ``best``."""
+    unset = {role: best for role in ROLES if getattr(settings, role, best) is None}
+    return replace(settings, **unset)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One method's answer to one question, however it was asked (:func:`run`).
+
+    ``answer`` is the extracted final answer; ``text`` the full text of a reply that gave
+    it (``""``: none, or not looked for); ``model`` SLM-MUX's winner, else the model whose
+    reply ``text`` is. ``confidence`` is SLM-MUX's only; ``votes`` (per model, answer ->
+    count) only for the votes over samples. ``failed`` names the models whose calls failed
+    after retries, with the first reason. Tokens are summed over every reply received, as
+    the servers reported them; ``calls`` counts the responses received. ``texts`` holds
+    every reply of a pass-through request (``n`` of them), else just ``text``.
+
+    For the votes over samples, ``samples`` holds each model's samples, and ``policy``'s
+    ``rounds`` of sampling drew ``samples_drawn`` of the ``samples_full`` that full
+    sampling draws; ``tokens_saved`` estimates the completion tokens not spent (mean per
+    drawn sample times samples not drawn; ``None``: unknown). A discussion method's
+    ``outcome`` is the method's own result (first round, failures).
+    """
+
+    method: str
+    question: str
+    answer: str | None
+    text: str
+    model: str | None
+    confidence: float | None
+    votes: dict[str, dict[str, int]]
+    failed: dict[str, str]
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    texts: tuple[str, ...] = ()
+    samples: dict[str, ModelSamples] = field(default_factory=dict, repr=False)
+    latency_s: float = field(default=0.0, compare=False)
+    """Seconds from the first call to the decision (a measurement: not compared)."""
+    policy: str | None = None
+    rounds: int = 0
+    samples_drawn: int = 0
+    samples_full: int = 0
+    tokens_saved: int | None = None
+    outcome: MethodOutcome | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of a vote over samples (no response texts, no secrets)."""
+        return {
+            "answer": self.answer,
+            "model": self.model,
+            "confidence": self.confidence,
+            "votes": self.votes,
+            "errors": {m: s.error for m, s in self.samples.items() if s.error},
+            "latency_s": round(self.latency_s, 4),
+            "tokens": {
+                m: sum(c.completion_tokens or 0 for c in s.completions)
+                for m, s in self.samples.items()
+            },
+            "adaptive": self.policy,
+            "rounds": self.rounds,
+            "samples": {"drawn": self.samples_drawn, "full": self.samples_full},
+            "tokens_saved_estimate": self.tokens_saved,
+        }
+
+
+MuxAnswer = Answer
+"""The name :class:`Mux` answers went by; the same type."""
+
+
+async def run(
+    method: str,
+    question: Question,
     task: Task,
-    validation_accuracy: Mapping[str, float],
-    k: Mapping[str, int],
-) -> Decision:
-    """SLM-MUX over the models' samples (``k``: samples asked of each model)."""
-    return decide(
-        {r.model: r.answers for r in results},
-        task.cluster,
-        k=k,
-        validation_accuracy=validation_accuracy,
+    members: Sequence[Member],
+    caller: Caller,
+    *,
+    policy: Policy = FULL,
+    accuracy: Mapping[str, float] | None = None,
+    settings: Settings | None = None,
+    reply: bool = True,
+) -> Answer:
+    """Answer ``question`` with the registered ``method``, every call through ``caller``.
+
+    A vote over samples draws them in ``policy``'s rounds (``full``: ``k`` per model at
+    once); a discussion method runs with ``settings`` (default: its defaults; unset roles
+    go to the best validation model). ``accuracy`` breaks confidence ties and names the
+    best model. With ``reply`` the text of a reply giving the answer is looked for
+    (``compare``, which grades answers only, skips it). Raises ``BackendError`` when every
+    model of a vote failed.
+    """
+    spec = get_method(method)
+    known = dict(accuracy or {})
+    started = time.perf_counter()
+    if spec.vote is not None:
+        return await _voted(spec, question, task, members, caller, policy, known, reply, started)
+    assert spec.run is not None  # a discussion method
+    chosen = resolve_roles(settings or spec.settings(), best_model(members, known))
+    outcome = await spec.run(question, task, [m.name for m in members], caller, chosen)
+    failed: dict[str, str] = {}
+    for failure in outcome.detail.get("failures", []):
+        failed.setdefault(failure.get("model", ""), failure["error"])
+    final = outcome.answer
+
+    def source() -> tuple[str | None, str]:
+        # mav's verdicts are no replies to the question: a verify/ step is skipped.
+        for step, model, texts in reversed(caller.record):
+            if step.startswith("verify/"):
+                continue
+            for text in reversed(texts or []):
+                found = task.extract(text)
+                if final is not None and found is not None and task.equivalent(found, final):
+                    return model, text
+        return None, ""
+
+    model, text = await off_loop_if_slow(task, source) if reply else (None, "")
+    return Answer(
+        method=method,
+        question=question.text,
+        answer=final,
+        text=text,
+        model=model,
+        confidence=None,
+        votes={},
+        failed=failed,
+        prompt_tokens=caller.prompt_tokens,
+        completion_tokens=caller.completion_tokens,
+        calls=sum(caller.responses.values()),
+        texts=(text,),
+        latency_s=time.perf_counter() - started,
+        outcome=outcome,
+    )
+
+
+async def _voted(
+    spec: MethodSpec,
+    question: Question,
+    task: Task,
+    members: Sequence[Member],
+    caller: Caller,
+    policy: Policy,
+    accuracy: Mapping[str, float],
+    reply: bool,
+    started: float,
+) -> Answer:
+    """A vote over independent samples drawn through ``caller`` in ``policy``'s rounds."""
+    messages = task.messages(question)
+
+    async def draw(member: Member, numbers: Sequence[int]) -> ModelSamples:
+        before = caller.responses[member.name]
+        try:
+            sent = await caller.samples(member, messages, range(numbers[0], numbers[-1] + 1))
+        except (BackendError, InputError) as error:
+            responses = caller.responses[member.name] - before
+            retryable = getattr(error, "retryable", True)
+            return ModelSamples(
+                member.name, [], [None] * len(numbers), str(error), responses, retryable
+            )
+        answers = [task.extract(c.text) for c in sent.completions]
+        return ModelSamples(member.name, sent.completions, answers, responses=sent.responses)
+
+    sampled = await sample_rounds(
+        members, task, question, policy=policy, validation_accuracy=accuracy, draw=draw
+    )
+    results = sampled.results
+    ballot = Ballot(
+        answers={r.model: r.answers for r in results},
+        task=task,
+        k={m.name: m.k for m in members},
+        accuracy=accuracy,
+        best=best_model(members, accuracy),
+    )
+    mux_rule = get_method("slm-mux").vote
+    assert spec.vote is not None and mux_rule is not None
+
+    def choose() -> tuple[Vote, Vote]:
+        mux = mux_rule(ballot)
+        return mux, mux if spec.name == "slm-mux" else spec.vote(ballot)  # type: ignore[misc]
+
+    mux, chosen = await off_loop_if_slow(task, choose)
+    final, winner = chosen.answer, mux.model if spec.name == "slm-mux" else None
+    model, text = winner, ""
+    if reply and final is not None:
+        candidates = [r for r in results if r.model == winner] if winner is not None else results
+        model, text = next(
+            (
+                (r.model, c.text)
+                for r in candidates
+                for c, found in zip(r.completions, r.answers, strict=False)
+                if found == final
+            ),
+            (winner, ""),
+        )
+    return Answer(
+        method=spec.name,
+        question=question.text,
+        answer=final,
+        text=text,
+        model=model,
+        confidence=mux.confidence if spec.name == "slm-mux" else None,
+        votes=mux.votes,
+        failed={r.model: r.error for r in results if r.error is not None},
+        prompt_tokens=caller.prompt_tokens,
+        completion_tokens=caller.completion_tokens,
+        calls=sum(r.responses for r in results),
+        texts=(text,),
+        samples={r.model: r for r in results},
+        latency_s=time.perf_counter() - started,
+        policy=str(policy),
+        rounds=sampled.rounds,
+        samples_drawn=sampled.drawn,
+        samples_full=sampled.full,
+        tokens_saved=sampled.tokens_saved,
     )
 
 
 class Mux:
-    """Several models answering as one through SLM-MUX.
+    """Several models answering as one through SLM-MUX (:func:`run`).
+
+    Use it as a context manager (``with`` around :meth:`ask`, ``async with`` around
+    :meth:`aask`): leaving it releases the backends' connections and loaded models.
 
     ``validation_accuracy`` breaks confidence ties (higher wins); without it
     ties go to the order of ``members``. ``adaptive`` is the sampling policy
@@ -298,6 +470,8 @@ class Mux:
         self.validation_accuracy = dict(validation_accuracy or {})
         self.policy = adaptive if isinstance(adaptive, Policy) else Policy.parse(adaptive)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._opened = False
+        self._closing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_pool(
@@ -321,40 +495,23 @@ class Mux:
         policy = loaded.defaults.adaptive if adaptive is None else adaptive
         return cls(members, task=task, validation_accuracy=accuracy, adaptive=policy)
 
-    async def aask(self, question: str | Question) -> MuxAnswer:
+    async def aask(self, question: str | Question) -> Answer:
         """Ask every model concurrently (in the policy's rounds) and pick the answer
-        with SLM-MUX."""
+        with SLM-MUX (:func:`run` through a :class:`~slm_mux.calls.LiveCaller`)."""
         item = question if isinstance(question, Question) else Question("ask", question, "")
-        start = time.perf_counter()
-        sampled = await sample_rounds(
-            self.members,
-            self.task,
+        self._opened = True
+        caller = LiveCaller({m.name: m for m in self.members}, item, "slm-mux")
+        return await run(
+            "slm-mux",
             item,
+            self.task,
+            self.members,
+            caller,
             policy=self.policy,
-            validation_accuracy=self.validation_accuracy,
-        )
-        elapsed = time.perf_counter() - start
-        results = sampled.results
-        k = {m.name: m.k for m in self.members}
-        decision = await off_loop_if_slow(
-            self.task, lambda: mux_decision(results, self.task, self.validation_accuracy, k)
-        )
-        return MuxAnswer(
-            question=item.text,
-            answer=decision.answer,
-            model=decision.model,
-            confidence=decision.confidence,
-            votes=decision.votes,
-            samples={r.model: r for r in results},
-            latency_s=elapsed,
-            policy=str(sampled.policy),
-            rounds=sampled.rounds,
-            samples_drawn=sampled.drawn,
-            samples_full=sampled.full,
-            tokens_saved=sampled.tokens_saved,
+            accuracy=self.validation_accuracy,
         )
 
-    def ask(self, question: str | Question) -> MuxAnswer:
+    def ask(self, question: str | Question) -> Answer:
         """Synchronous :meth:`aask`.
 
         Runs on a private event loop kept until :meth:`close`, so loaded models
@@ -367,17 +524,35 @@ class Mux:
 
     async def aclose(self) -> None:
         """Release the backends' connections and models (async code)."""
+        self._opened = False
         await close_members(self.members)
 
     def close(self) -> None:
-        """Release what the synchronous :meth:`ask` opened."""
+        """Release what :meth:`ask` or :meth:`aask` opened.
+
+        Inside a running event loop the release is scheduled on that loop (prefer
+        ``async with`` or :meth:`aclose` there).
+        """
         if self._loop is not None:
             self._loop.run_until_complete(self.aclose())
             self._loop.close()
             self._loop = None
+        elif self._opened:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(self.aclose())
+            else:
+                self._closing = running.create_task(self.aclose())
 
     def __enter__(self) -> Mux:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Mux:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -40,4 +40,13 @@ class StoreError(SlmMuxError):
 
 
 class BackendError(SlmMuxError):
-    """A model backend failed in a way retries cannot fix."""
+    """A model backend failed in a way this run's retries cannot fix.
+
+    ``retryable`` says whether running again later may succeed (a server that was down
+    or overloaded); ``False`` for a request that can never succeed (a prompt longer
+    than the model's context, a request the server rejects as invalid).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable

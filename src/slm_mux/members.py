@@ -47,3 +47,13 @@ class Member:
 async def close_members(members: Iterable[Member]) -> None:
     """Release every member's backend (connections, threads, loaded weights) at once."""
     await asyncio.gather(*(member.backend.aclose() for member in members))
+
+
+async def warm_members(members: Iterable[Member]) -> None:
+    """Load every member's model now, before timed work.
+
+    A backend with an async ``warm()`` (an in-process model, loaded on first use
+    otherwise) loads there; a backend without one has nothing to load.
+    """
+    hooks = [getattr(member.backend, "warm", None) for member in members]
+    await asyncio.gather(*(hook() for hook in hooks if hook is not None))

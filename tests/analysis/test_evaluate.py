@@ -19,6 +19,7 @@ from slm_mux.analysis.evaluate import (
     single,
 )
 from slm_mux.errors import InputError, StoreError
+from slm_mux.methods import Ballot, offline_methods
 from slm_mux.selection import decide
 from slm_mux.tasks import get_task
 
@@ -223,3 +224,33 @@ def test_too_large_k_names_model_and_question() -> None:
 def test_trials_must_be_positive() -> None:
     with pytest.raises(InputError, match="trials must be at least 1, got 0"):
         evaluate(arrays_of(TIE, {"q": "x"}), k=1, trials=0, seed=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_vectorised_scores_equal_the_registered_votes_question_by_question(seed: int) -> None:
+    table, references = random_table(seed, models=4, questions=25, samples=3)
+    result = evaluate(arrays_of(table, references), k=3, trials=1, seed=0)
+    task = get_task("exact")
+    models = sorted(table)
+    expected: dict[str, float] = {}
+    for spec in offline_methods():
+        assert spec.vote is not None
+        readers = models if spec.offline == "per-model" else [models[0]]
+        for reader in readers:
+            scores = [
+                spec.vote(
+                    Ballot(
+                        {m: table[m][qid] for m in models},
+                        task,
+                        dict.fromkeys(models, 3),
+                        {},
+                        reader,
+                        reference,
+                    )
+                ).score(task, reference)
+                for qid, reference in references.items()
+            ]
+            name = spec.name if spec.offline == "pool" else f"{spec.name}:{reader}"
+            expected[name] = sum(scores) / len(scores)
+    got = {str(method): score.accuracy for method, score in result.methods.items()}
+    assert got == pytest.approx(expected)

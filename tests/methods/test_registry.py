@@ -1,4 +1,4 @@
-"""The method registry, cost formulas, settings and shared vote helpers."""
+"""The discussion methods' cost formulas, settings and the shared vote helpers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from slm_mux.methods import (
     MoASettings,
     call_all,
     first_round_majority,
-    method_names,
     vote,
 )
 from slm_mux.tasks import get_task
@@ -36,8 +35,8 @@ SETTINGS: list[tuple[str, Any]] = [
 ]
 
 
-def test_the_registry_names_each_method_once() -> None:
-    assert method_names() == ["debate", "moa", "mav"]
+def test_the_discussion_methods_in_table_order() -> None:
+    assert list(METHODS) == ["debate", "moa", "mav"]
     assert {spec.name for spec in METHODS.values()} == set(METHODS)
     assert [spec.settings for spec in METHODS.values()] == [
         DebateSettings,
@@ -52,6 +51,7 @@ async def test_counted_calls_equal_the_cost_formula(name: str, settings: Any, mo
     names = [f"m{i}" for i in range(models)]
     caller = ScriptedCaller({m: says("5") for m in names})
     spec = METHODS[name]
+    assert spec.run is not None
     await spec.run(QUESTION, get_task("arith"), names, caller, settings)
     assert len(caller.calls) == spec.calls_per_question(models, settings)
 
@@ -101,7 +101,9 @@ async def test_call_all_keeps_order_and_collects_backend_failures_only() -> None
     calls = [Call("a", "s", []), Call("b", "s", []), Call("a", "t", [], n=2)]
     replies, failures = await call_all(caller, calls)
     assert replies == [["work-s #### 1"], None, ["work-t #### 1", "work-t #### 1"]]
-    assert failures == [{"step": "s", "model": "b", "error": "model 'b' failed at s"}]
+    assert failures == [
+        {"step": "s", "model": "b", "error": "model 'b' failed at s", "retryable": True}
+    ]
     assert caller.max_in_flight == 3
     with pytest.raises(KeyError):  # anything but a BackendError is not swallowed
         await call_all(caller, [Call("unknown", "s", [])])

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from slm_mux.members import Member
+from slm_mux.methods import live_methods
 from slm_mux.pool import members_of, pool_from_dict
 from slm_mux.testing import FakeServerConfig, run_fake_server
 
@@ -212,6 +213,32 @@ def test_every_model_failing_is_a_502_naming_the_reasons(serve: Serve) -> None:
     assert isinstance(body, dict)
     assert "every model failed" in body["message"]
     assert "alpha" in body["message"]
+
+
+@pytest.mark.parametrize("method", live_methods())
+def test_every_method_whose_models_all_failed_is_a_502_naming_each_reason(
+    serve: Serve, method: str
+) -> None:
+    members = scripted_pool({"alpha": {"x-never": ["Answer: 1"]}, "beta": {"y-never": ["A"]}})
+    with serve(members) as url, pytest.raises(openai.APIStatusError) as raised:
+        client(url).chat.completions.create(model=method, messages=QUESTION)  # type: ignore[arg-type]
+    assert raised.value.status_code == 502
+    body = raised.value.body
+    assert isinstance(body, dict)
+    assert body["message"].startswith("every model failed; ")
+    assert "beta: " in body["message"]  # the best model: asked by every method (mav's generator)
+    assert "no scripted answer" in body["message"]
+
+
+def test_a_discussion_left_without_an_answer_by_failures_is_a_502(serve: Serve) -> None:
+    """moa's proposers answer but its aggregator (beta, the best model) fails."""
+    members = scripted_pool({"alpha": {"*": ["Answer: 4"]}, "beta": {"y-never": ["A"]}})
+    with serve(members) as url, pytest.raises(openai.APIStatusError) as raised:
+        client(url).chat.completions.create(model="moa", messages=QUESTION)  # type: ignore[arg-type]
+    assert raised.value.status_code == 502
+    body = raised.value.body
+    assert isinstance(body, dict)
+    assert body["message"].startswith("no answer; beta: ")
 
 
 def test_api_key_is_required_when_configured(serve: Serve) -> None:

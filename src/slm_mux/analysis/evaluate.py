@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,21 +19,21 @@ from numpy.typing import NDArray
 from slm_mux.analysis.arrays import BoolArray, IntArray, SampleArrays
 from slm_mux.analysis.draws import bases, draw, slot_keys
 from slm_mux.errors import InputError
+from slm_mux.methods.registry import offline_methods
 from slm_mux.selection import Selection, majority, select, tie_break_rank
 from slm_mux.tables import markdown_table
-
-MethodKind = Literal["slm-mux", "agent-forest", "single", "sc", "oracle"]
 
 
 @dataclass(frozen=True)
 class Method:
     """An evaluated method; ``model`` is set for the per-model ones (``single``, ``sc``).
 
-    ``str()`` gives its name in JSON and tables: ``slm-mux``, ``agent-forest``,
-    ``single:<model>``, ``sc:<model>``, ``oracle``.
+    ``kind`` is the name of a method the registry scores offline
+    (:func:`slm_mux.methods.offline_methods`). ``str()`` gives its name in JSON and tables:
+    ``slm-mux``, ``agent-forest``, ``single:<model>``, ``sc:<model>``, ``oracle``.
     """
 
-    kind: MethodKind
+    kind: str
     model: str | None = None
 
     def __str__(self) -> str:
@@ -166,13 +166,12 @@ class Evaluation:
 
 
 def methods_of(models: list[str]) -> list[Method]:
-    """The evaluated methods, in report order."""
+    """The evaluated methods, in report order: the registry's offline methods, a
+    per-model one once per model."""
     return [
-        SLM_MUX,
-        AGENT_FOREST,
-        *(single(name) for name in models),
-        *(self_consistency(name) for name in models),
-        ORACLE,
+        Method(spec.name, model)
+        for spec in offline_methods()
+        for model in (models if spec.offline == "per-model" else [None])
     ]
 
 
@@ -207,7 +206,8 @@ def evaluate(
     fixed = all_recorded(test, k)
     runs = 1 if fixed else trials
     all_codes, all_correct = test.codes.ravel(), test.sample_correct.ravel()
-    scores = np.empty((runs, 2 * n_models + 3))
+    names = methods_of(test.models)
+    scores = np.empty((runs, len(names)))
     share = np.zeros(n_models + 1)
     first_trial: list[Outcome] = []
     for trial, index in enumerate(drawn_indices(test, k=k, trials=trials, seed=seed)):
@@ -217,7 +217,6 @@ def evaluate(
         share += np.bincount(chosen.model + 1, minlength=n_models + 1) / n_questions
         if trial == 0:
             first_trial = _outcomes(test, chosen)
-    names = methods_of(test.models)
     means, stds = scores.mean(axis=0), scores.std(axis=0)
     share /= runs
     return Evaluation(
@@ -263,19 +262,19 @@ def _scores(
     test: SampleArrays, codes: IntArray, correct: BoolArray, chosen: Selection
 ) -> NDArray[np.float64]:
     """One trial's accuracy per method, in :func:`methods_of` order, from the drawn
-    ``codes`` and whether each drawn sample is ``correct``."""
+    ``codes`` and whether each drawn sample is ``correct``: the vectorised scores of the
+    registry's offline votes (:mod:`slm_mux.methods.votes`; a test checks they agree)."""
     n_models, n_questions, k = codes.shape
     vote_correct = test.is_correct(chosen.votes)
     pooled, _ = majority(codes.transpose(1, 0, 2).reshape(n_questions, n_models * k))
-    single = correct.mean(axis=(1, 2))
-    return np.concatenate(
-        [
-            [test.is_correct(chosen.code).mean(), test.is_correct(pooled).mean()],
-            single,
-            vote_correct.mean(axis=1),
-            [vote_correct.any(axis=0).mean()],
-        ]
-    )
+    by_name = {  # one column per pooled method, one per model for a per-model method
+        "slm-mux": [test.is_correct(chosen.code).mean()],
+        "agent-forest": [test.is_correct(pooled).mean()],
+        "single": correct.mean(axis=(1, 2)),
+        "sc": vote_correct.mean(axis=1),
+        "oracle": [vote_correct.any(axis=0).mean()],
+    }
+    return np.concatenate([by_name[spec.name] for spec in offline_methods()])
 
 
 def _outcomes(test: SampleArrays, chosen: Selection) -> list[Outcome]:

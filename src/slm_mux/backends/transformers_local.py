@@ -201,6 +201,11 @@ class TransformersBackend:
         self.usage.add(completions)
         yield list(enumerate(completions))
 
+    async def warm(self) -> None:
+        """Load the model now (else it loads on first use)."""
+        if self._loaded is None:
+            await asyncio.to_thread(self._load)
+
     async def aclose(self) -> None:
         """Stop the batcher and drop the model and tokenizer (freed once unreferenced)."""
         if self._loaded is not None:
@@ -291,7 +296,8 @@ class TransformersBackend:
         if prompt_length >= context:
             raise BackendError(
                 f"model {self.name!r}: the prompt has {prompt_length} tokens, more than its "
-                f"context of {context} positions leaves room for"
+                f"context of {context} positions leaves room for",
+                retryable=False,
             )
         return min(max_tokens, context - prompt_length)
 

@@ -1,8 +1,7 @@
 """Commands that call the pool's models: collect, run, ask and compare.
 
-Progress: ``collect_pool`` and ``compare_pool`` still take ``show_progress`` and
-``log`` here; once they take a :class:`~slm_mux.progress.Progress` sink, pass
-:func:`slm_mux.cli.progress.terminal_progress` of ``args.quiet`` instead.
+Collections and comparisons report through :func:`slm_mux.cli.progress.terminal_progress`
+(bars off with ``--quiet``).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from slm_mux.cli import flags
 from slm_mux.cli.offline import study_k
 from slm_mux.cli.output import print_json, warn
 from slm_mux.errors import InputError
+from slm_mux.methods import compare_methods
 from slm_mux.tasks import task_names
 from slm_mux.tasks.loading import question_set_names
 
@@ -158,8 +158,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from slm_mux.cli.progress import terminal_progress
     from slm_mux.compare import compare_pool
-    from slm_mux.comparison import method_names
     from slm_mux.pool import load_pool
     from slm_mux.tasks import get_task
     from slm_mux.tasks.loading import load_question_set
@@ -196,12 +196,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         get_task(task_name),
         questions,
         store=args.store,
-        methods=args.methods or method_names(),
+        methods=args.methods or compare_methods(),
         options=options,
         k=args.k,
         validation=validation,
-        show_progress=False if args.quiet else None,
-        log=sys.stderr,
+        progress=terminal_progress(args.quiet),
         warn=warn,
         adaptive=args.adaptive,
     )
@@ -209,10 +208,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print_json(comparison.to_json())
     else:
         print(comparison.to_markdown(), end="")
-    if comparison.failed:
+    for failure in comparison.failures:
+        warn(f"{failure.reason} ({failure.questions} question(s))")
+    if comparison.retryable:
         warn("some calls failed; run the same command again to retry them")
-        return 3
-    return 0
+    return comparison.exit_code
 
 
 def _live_flags(parser: argparse.ArgumentParser) -> None:
@@ -235,12 +235,6 @@ def _live_flags(parser: argparse.ArgumentParser) -> None:
         "(after --limit); merge the N stores with 'slm-mux import'",
     )
     flags.quiet_flag(parser)
-
-
-def _method_names() -> list[str]:
-    from slm_mux.comparison import method_names
-
-    return method_names()
 
 
 def _aspect_names() -> list[str]:
@@ -283,9 +277,8 @@ def add_commands(add: flags.AddCommand) -> None:
     flags.store_flag(sub, role="every call is stored: resumable")
     sub.add_argument(
         "--methods",
-        type=flags.known_list("method", _method_names),
-        help="comma-separated methods (default: slm-mux,debate,moa,mav,agent-forest,sc,"
-        "single,oracle)",
+        type=flags.known_list("method", compare_methods),
+        help=f"comma-separated methods (default: {','.join(compare_methods())})",
     )
     flags.limit_flag(sub)
     flags.k_flag(sub, flags.LIVE_K)

@@ -1,8 +1,9 @@
-"""Discussion-based orchestration methods that SLM-MUX is compared against.
+"""SLM-MUX, its baselines and the discussion methods it is compared against.
 
-``METHODS`` maps each name to its :class:`MethodSpec`: the async function, its settings
-dataclass and its cost formula (calls per question, ``M`` pool models, a server that
-honours ``n``):
+Every method is registered in :mod:`slm_mux.methods.registry` (importing this package
+registers the built-in ones). The votes over independent samples live in
+:mod:`slm_mux.methods.votes`; the discussion methods, each with its settings dataclass
+and cost formula (calls per question, ``M`` pool models, a server that honours ``n``):
 
 =========  =======================================  ==================================
 method     settings (defaults)                      calls per question
@@ -16,12 +17,12 @@ mav        candidates = 4, aspects = final-answer,  ``1 + M * candidates * len(a
 
 from __future__ import annotations
 
+from slm_mux.methods import votes
 from slm_mux.methods.base import (
     Call,
     Caller,
     Method,
     MethodOutcome,
-    MethodSpec,
     Settings,
     call_all,
     first_round_majority,
@@ -31,21 +32,29 @@ from slm_mux.methods.base import (
 from slm_mux.methods.debate import DebateSettings, debate, debate_calls
 from slm_mux.methods.mav import MAVSettings, approves, mav, mav_calls
 from slm_mux.methods.moa import MoASettings, moa, moa_calls
+from slm_mux.methods.registry import (
+    REGISTRY,
+    Ballot,
+    MethodSpec,
+    Vote,
+    compare_methods,
+    discussion_methods,
+    get_method,
+    live_methods,
+    method,
+    offline_methods,
+    sampled_live_methods,
+    shared_methods,
+)
 
-METHODS: dict[str, MethodSpec] = {
-    "debate": MethodSpec("debate", debate, DebateSettings, debate_calls),
-    "moa": MethodSpec("moa", moa, MoASettings, moa_calls),
-    "mav": MethodSpec("mav", mav, MAVSettings, mav_calls),
-}
-
-
-def method_names() -> list[str]:
-    """Names of the methods, in table order."""
-    return list(METHODS)
+METHODS: dict[str, MethodSpec] = discussion_methods()
+"""The discussion methods by name (a view of the registry)."""
 
 
 __all__ = [
     "METHODS",
+    "REGISTRY",
+    "Ballot",
     "Call",
     "Caller",
     "DebateSettings",
@@ -55,13 +64,25 @@ __all__ = [
     "MethodSpec",
     "MoASettings",
     "Settings",
+    "Vote",
     "approves",
     "call_all",
+    "compare_methods",
     "debate",
+    "debate_calls",
+    "discussion_methods",
     "first_round_majority",
+    "get_method",
+    "live_methods",
     "mav",
-    "method_names",
+    "mav_calls",
+    "method",
     "moa",
+    "moa_calls",
+    "offline_methods",
     "pool_model",
+    "sampled_live_methods",
+    "shared_methods",
     "vote",
+    "votes",
 ]

@@ -1,4 +1,4 @@
-"""What every orchestration method shares: the caller it talks through, its outcome, its spec.
+"""What every orchestration method shares: the caller it talks through and its outcome.
 
 A method is a pure async function over a :class:`Caller`: it holds no store, backend or
 global state, so given the same replies it makes the same calls and reaches the same
@@ -67,20 +67,6 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class MethodSpec:
-    """A method's name, its function, its settings type and its cost formula.
-
-    ``calls_per_question(M, settings)`` is the number of calls per question for a pool
-    of ``M`` models on a server that honours ``n``.
-    """
-
-    name: str
-    run: Method
-    settings: type[Settings]
-    calls_per_question: Callable[[int, Any], int]
-
-
-@dataclass(frozen=True)
 class Call:
     """One call a method wants to make: ``n`` replies of ``model`` to ``messages``."""
 
@@ -92,11 +78,11 @@ class Call:
 
 async def call_all(
     call: Caller, calls: Sequence[Call]
-) -> tuple[list[list[str] | None], list[dict[str, str]]]:
+) -> tuple[list[list[str] | None], list[dict[str, Any]]]:
     """Send ``calls`` concurrently; their replies in the same order, and the failures.
 
     A call whose model raises ``BackendError`` gets ``None`` and an entry
-    ``{"step", "model", "error"}`` in the failures; any other error propagates.
+    ``{"step", "model", "error", "retryable"}`` in the failures; any other error propagates.
     """
 
     async def one(spec: Call) -> list[str] | BackendError:
@@ -107,10 +93,17 @@ async def call_all(
 
     results = await asyncio.gather(*(one(spec) for spec in calls))
     replies: list[list[str] | None] = []
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, Any]] = []
     for spec, result in zip(calls, results, strict=True):
         if isinstance(result, BackendError):
-            failures.append({"step": spec.step, "model": spec.model, "error": str(result)})
+            failures.append(
+                {
+                    "step": spec.step,
+                    "model": spec.model,
+                    "error": str(result),
+                    "retryable": result.retryable,
+                }
+            )
             replies.append(None)
         else:
             replies.append(result)

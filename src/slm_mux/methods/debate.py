@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slm_mux.errors import InputError
 from slm_mux.methods.base import Call, Caller, MethodOutcome, Settings, call_all, vote
 from slm_mux.methods.prompts import debate_follow_up, posed
+from slm_mux.methods.registry import method
 from slm_mux.tasks.base import Message, Question, Task
 
 
@@ -41,6 +43,16 @@ def debate_calls(models: int, settings: DebateSettings) -> int:
     return models * settings.rounds
 
 
+@method(
+    "debate",
+    kind="discussion",
+    order=10,
+    summary="agents answer, read each other's replies and answer again; the last round's majority",
+    settings=DebateSettings,
+    calls=debate_calls,
+    live=True,
+    compare=True,
+)
 async def debate(
     question: Question,
     task: Task,
@@ -53,7 +65,7 @@ async def debate(
     conversations: list[list[Message]] = [task.messages(question) for _ in models]
     previous: list[str | None] = [None] * len(models)
     rounds: list[dict[str, str | None]] = []
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, Any]] = []
     for number in range(1, settings.rounds + 1):
         prompts = [
             conversation

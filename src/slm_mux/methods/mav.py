@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from slm_mux.errors import InputError
 from slm_mux.methods.base import Call, Caller, MethodOutcome, Settings, call_all, pool_model
 from slm_mux.methods.prompts import ASPECTS, posed, verification
+from slm_mux.methods.registry import method
 from slm_mux.tasks.base import Question, Task
 
 
@@ -73,6 +74,16 @@ def approves(reply: str) -> bool:
     return bool(words) and words[-1].lower() in _APPROVING
 
 
+@method(
+    "mav",
+    kind="discussion",
+    order=12,
+    summary="Multi-Agent Verification: a generator's candidates, the most approved by verifiers",
+    settings=MAVSettings,
+    calls=mav_calls,
+    live=True,
+    compare=True,
+)
 async def mav(
     question: Question,
     task: Task,

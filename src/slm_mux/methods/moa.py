@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slm_mux.errors import InputError
 from slm_mux.methods.base import (
@@ -28,6 +29,7 @@ from slm_mux.methods.base import (
     pool_model,
 )
 from slm_mux.methods.prompts import synthesis_instruction, with_system
+from slm_mux.methods.registry import method
 from slm_mux.tasks.base import Question, Task
 
 
@@ -54,6 +56,16 @@ def moa_calls(models: int, settings: MoASettings) -> int:
     return models * (settings.layers - 1) + 1
 
 
+@method(
+    "moa",
+    kind="discussion",
+    order=11,
+    summary="Mixture-of-Agents: proposer layers, then an aggregator's synthesis",
+    settings=MoASettings,
+    calls=moa_calls,
+    live=True,
+    compare=True,
+)
 async def moa(
     question: Question,
     task: Task,
@@ -66,7 +78,7 @@ async def moa(
     messages = task.messages(question)
     responses: list[str] = []
     first: dict[str, list[str | None]] = {}
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, Any]] = []
     for number in range(1, settings.layers):
         prompt = (
             messages if number == 1 else with_system(synthesis_instruction(responses), messages)
@@ -96,7 +108,7 @@ def _outcome(
     answer: str | None,
     first: dict[str, list[str | None]],
     aggregator: str,
-    failures: list[dict[str, str]],
+    failures: list[dict[str, Any]],
 ) -> MethodOutcome:
     """The outcome with its detail: who aggregated, which calls failed."""
     return MethodOutcome(

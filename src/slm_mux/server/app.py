@@ -25,9 +25,11 @@ from starlette.routing import Route
 from starlette.types import Receive
 
 from slm_mux.adaptive import Policy
+from slm_mux.engine import Answer
 from slm_mux.errors import BackendError, InputError
-from slm_mux.live import LIVE_METHODS, LiveAnswer, answer
+from slm_mux.live import answer, model_names
 from slm_mux.members import Member, close_members
+from slm_mux.methods import live_methods
 from slm_mux.server.protocol import ApiError, ChatRequest, chunks, completion
 from slm_mux.server.protocol import parse_request as parse
 from slm_mux.tasks import Task
@@ -112,10 +114,10 @@ def create_app(
     is an :class:`~slm_mux.errors.InputError`.
     """
     names = [member.name for member in members]
-    clash = next((name for name in names if name in LIVE_METHODS), None)
+    clash = next((name for name in names if name in live_methods()), None)
     if clash is not None:
         raise InputError(f"model {clash!r}: the name of a method the server offers; rename it")
-    models = [*LIVE_METHODS, *names]
+    models = model_names(members)
     created = int(time.time())
     accuracy = dict(validation_accuracy or {})
     expected = None if api_key is None else f"Bearer {api_key}".encode()
@@ -202,7 +204,7 @@ def create_app(
     )
 
 
-def _reply(parsed: ChatRequest, live: LiveAnswer) -> Response:
+def _reply(parsed: ChatRequest, live: Answer) -> Response:
     if not parsed.stream:
         return _json(completion(parsed.model, live))
     return StreamingResponse(

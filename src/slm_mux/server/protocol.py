@@ -2,7 +2,7 @@
 
 Nothing here touches a model or a socket: :func:`parse_request` turns a request body
 into a :class:`ChatRequest` or raises :class:`ApiError` (an OpenAI-style 4xx), and
-:func:`completion` / :func:`chunks` turn a :class:`~slm_mux.live.LiveAnswer` into the
+:func:`completion` / :func:`chunks` turn a :class:`~slm_mux.engine.Answer` into the
 reply object or its ``chat.completion.chunk`` stream.
 """
 
@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from slm_mux.live import LIVE_METHODS, SAMPLED_METHODS, LiveAnswer
+from slm_mux.engine import Answer
+from slm_mux.methods import live_methods, sampled_live_methods
 
 MAX_K = 1000
 MAX_N = 128
@@ -201,13 +202,14 @@ def parse_request(raw: bytes, models: Collection[str]) -> ChatRequest:
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
         raise _invalid("max_completion_tokens", "differs from max_tokens; give one of them")
     n = _integer(body, "n", 1, MAX_N) or 1
-    if n > 1 and model in LIVE_METHODS:
+    if n > 1 and model in live_methods():
         raise _invalid("n", f"{model!r} chooses one answer per request; n must be 1, got {n}")
     if "stop" in body:
         raise _invalid("stop", "stop sequences are not supported (remove 'stop')")
     k = _integer(body, "k", 1, MAX_K)
-    if k is not None and model not in SAMPLED_METHODS:
-        raise _invalid("k", f"applies to {' and '.join(SAMPLED_METHODS)} only, not {model!r}")
+    sampled = sampled_live_methods()
+    if k is not None and model not in sampled:
+        raise _invalid("k", f"applies to {' and '.join(sampled)} only, not {model!r}")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _invalid("stream", f"expected true or false, got {stream!r}")
@@ -242,7 +244,7 @@ _KNOWN = frozenset(
 )
 
 
-def _usage(live: LiveAnswer) -> dict[str, int]:
+def _usage(live: Answer) -> dict[str, int]:
     return {
         "prompt_tokens": live.prompt_tokens,
         "completion_tokens": live.completion_tokens,
@@ -250,14 +252,14 @@ def _usage(live: LiveAnswer) -> dict[str, int]:
     }
 
 
-def selection(live: LiveAnswer) -> dict[str, Any]:
+def selection(live: Answer) -> dict[str, Any]:
     """The reply's ``slm_mux`` field: the answer, winning model, confidence, votes, failures;
     with an adaptive policy also the policy, its rounds and the samples drawn (of full)."""
     adaptive = (
         {
             "adaptive": live.policy,
             "rounds": live.rounds,
-            "samples": {"drawn": live.samples, "full": live.samples_full},
+            "samples": {"drawn": live.samples_drawn, "full": live.samples_full},
         }
         if live.policy not in (None, "full")
         else {}
@@ -277,12 +279,12 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def replies(live: LiveAnswer) -> tuple[str, ...]:
+def replies(live: Answer) -> tuple[str, ...]:
     """The texts of the reply's choices: a pass-through's ``n``, else the chosen one."""
     return live.texts or (live.text,)
 
 
-def completion(model: str, live: LiveAnswer) -> dict[str, Any]:
+def completion(model: str, live: Answer) -> dict[str, Any]:
     """The ``chat.completion`` object for ``live``, answered as ``model``."""
     return {
         "id": new_id(),
@@ -319,7 +321,7 @@ def pieces(text: str) -> list[str]:
     return out
 
 
-def chunks(model: str, live: LiveAnswer, *, include_usage: bool) -> Iterator[bytes]:
+def chunks(model: str, live: Answer, *, include_usage: bool) -> Iterator[bytes]:
     """The SSE events of a streamed reply, ``data: [DONE]`` last.
 
     Per choice, a role chunk, its text in content chunks and a chunk with

@@ -42,6 +42,11 @@ class Task(ABC):
 
     name: str
 
+    exact_equivalence: bool = True
+    """Whether two answers are one vote exactly when their normal forms are equal, so
+    grading takes microseconds. A task whose :meth:`equivalent` does more (math-verify)
+    declares ``False``, and its voting runs off the event loop."""
+
     @abstractmethod
     def messages(self, question: Question) -> list[Message]:
         """Chat messages that ask a model ``question``."""

@@ -319,6 +319,7 @@ class MathTask(Task):
     """
 
     name = "math"
+    exact_equivalence = False
 
     def __init__(self, time_limit: float = 5.0) -> None:
         if time_limit <= 0:
