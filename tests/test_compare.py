@@ -187,6 +187,9 @@ def test_a_failing_model_fails_only_its_questions_and_is_retried_next_run(
         assert result.failed
         assert result.methods["slm-mux"].failed == 3
         assert result.methods["debate"].failed == 3
+        reasons = result.methods["debate"].reasons  # distinct, each once
+        assert reasons and len(set(reasons)) == len(reasons)
+        assert all(r.startswith("model 'c': no scripted answer for") for r in reasons)
         before = len(members[2].backend.requests)  # type: ignore[attr-defined]
         _run(members, store, ["slm-mux"])
     # Only the three failed sample calls are asked again.

@@ -373,6 +373,7 @@ async def compare(
     def result(method: str, made: _Phase, done: _Done, correct: list[bool], **extra: Any) -> None:
         calls, prompt, completion = made.totals([k for c in done.callers for k in c.used])
         failed = sum(bool(o.detail.get("failures")) for o in done.outcomes)
+        errors = (f["error"] for o in done.outcomes for f in o.detail.get("failures", ()))
         found = MethodResult(
             method,
             questions=len(questions),
@@ -382,6 +383,7 @@ async def compare(
             completion_tokens=completion,
             wall_s=round(done.wall_s, 3),  # as stored: the report shows the same figure
             failed=failed,
+            reasons=tuple(dict.fromkeys(errors)),
             **extra,
         )
         results[method] = found

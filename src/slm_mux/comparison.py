@@ -51,7 +51,8 @@ class MethodResult:
     """One method's row of the table.
 
     ``model`` names the single model of ``sc`` and ``single``; ``shared`` is
-    :data:`SHARED` for the methods computed from the shared samples.
+    :data:`SHARED` for the methods computed from the shared samples; ``reasons``
+    are the distinct errors of its failed calls, first seen first.
     """
 
     method: str
@@ -65,6 +66,12 @@ class MethodResult:
     model: str | None = None
     shared: str | None = None
     groupthink: Groupthink | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def failed_everywhere(self) -> bool:
+        """Whether some call failed on every question."""
+        return self.questions > 0 and self.failed == self.questions
 
     @property
     def accuracy(self) -> float:
@@ -100,6 +107,8 @@ class MethodResult:
                 "gained": self.groupthink.gained,
                 "correct_present_lost": self.groupthink.correct_present_lost,
             }
+        if self.reasons:
+            data["failure_reasons"] = list(self.reasons)
         return data
 
     @classmethod
@@ -118,6 +127,7 @@ class MethodResult:
             model=data.get("model"),
             shared=data.get("shared"),
             groupthink=Groupthink(**groupthink) if groupthink is not None else None,
+            reasons=tuple(data.get("failure_reasons", ())),
         )
 
 
