@@ -73,9 +73,7 @@ def write_report(
     policies get theirs after the accuracy table.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = _sections(
-        evaluation, search, scaling, plots, question_texts or {}, references or {}
-    )
+    sections = _sections(evaluation, search, scaling, plots, question_texts or {}, references or {})
     if replayed is not None:
         sections.insert(1, _adaptive_section(replayed))
     # Before the per-question table, which is always last.

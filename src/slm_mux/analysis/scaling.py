@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import cycle, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -383,9 +383,10 @@ def draw_lines(axes: Axes, x: list[int], series: dict[str, list[float]]) -> None
     visible: markers shrink and are hollow from the first series on, and each
     series sits ``DODGE`` of the x spacing beside its neighbour, centred on ``x``.
     """
-    step = min((b - a for a, b in zip(x, x[1:])), default=1) or 1
+    step = min((b - a for a, b in pairwise(x)), default=1) or 1
     styles = zip(cycle("os^Dv"), cycle(("-", "--", ":", "-.")), strict=False)
-    for i, ((label, values), (marker, line)) in enumerate(zip(series.items(), styles, strict=False)):
+    lines = zip(series.items(), styles, strict=False)
+    for i, ((label, values), (marker, line)) in enumerate(lines):
         offset = (i - (len(series) - 1) / 2) * DODGE * step
         axes.plot(
             [value + offset for value in x],
