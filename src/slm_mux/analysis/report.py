@@ -36,8 +36,9 @@ p.note { color: #555; }
 QUESTION_CHARS = 80
 """Longest question text shown in the per-question table."""
 
-REASONS_SHOWN = 3
-"""Most distinct failure reasons shown beside a compared method that failed everywhere."""
+REASONS_SHOWN = 1
+"""Distinct failure reasons shown beside a compared method that failed everywhere (the
+rest are counted)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _reasons(result: MethodResult) -> str:
         return "no reason recorded"
     shown = "; ".join(result.reasons[:REASONS_SHOWN])
     more = len(result.reasons) - REASONS_SHOWN
-    return f"{shown}; and {more} more" if more > 0 else shown
+    return f"{shown} (and {more} other reasons)" if more > 0 else shown
 
 
 def _adaptive_section(replayed: Replayed) -> _Section:
