@@ -1,23 +1,27 @@
-"""Render the generated parts of ``docs/``: the pool file's key tables.
+"""Render the generated parts of ``docs/``: the pool file's key tables, the store schema.
 
-The tables come from the pydantic classes of the pool file (:class:`slm_mux.pool.Pool`
-and every class its fields hold: the defaults, each backend's model entry and the
-tables nested in them), from each field's type, default and ``description``. They
-are written between marker comments in ``docs/pool-file.md``::
+The pool tables come from the pydantic classes of the pool file
+(:class:`slm_mux.pool.Pool` and every class its fields hold: the defaults, each
+backend's model entry and the tables nested in them), from each field's type,
+default and ``description``; the schema is read from a new, empty store. Each is
+written between marker comments in its document::
 
     <!-- generated: defaults -->
     ...
     <!-- end generated -->
 
-``python scripts/gen_docs.py`` rewrites them; ``--check`` only says whether the file
-is up to date (exit status 1 when it is stale), as ``tests/test_docs.py`` does.
+``python scripts/gen_docs.py`` rewrites them; ``--check`` only says whether the
+documents are up to date (exit status 1 when one is stale), as ``tests/test_docs.py``
+does.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sqlite3
 import sys
+import tempfile
 import types
 import typing
 from collections.abc import Iterator
@@ -26,13 +30,14 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from slm_mux.pool import Pool
+from slm_mux.store import Store
 from slm_mux.tables import markdown_cell, markdown_table
 
-POOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "pool-file.md"
-"""The document whose marked tables this script writes."""
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+POOL_DOC = DOCS / "pool-file.md"
+DATA_DOC = DOCS / "data-formats.md"
 
 _MARKED = re.compile(
     r"(<!-- generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
@@ -63,7 +68,8 @@ def _type(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(dict.fromkeys(_type(arg) for arg in args))
     if origin is list:
-        return f"list of {_type(args[0])}"
+        item = _type(args[0])
+        return f"list of ({item})" if " or " in item else f"list of {item}"
     if origin is dict:
         return "mapping"
     if origin is typing.Annotated:
@@ -107,16 +113,19 @@ def pool_tables() -> dict[str, str]:
     """Every generated table, by marker name.
 
     ``defaults``: the ``defaults`` keys; ``models``: the keys every model entry
-    takes; ``backend NAME``: the keys only that backend's entries take; and for
-    every nested table, the key that holds it (``price``, ``base_urls``).
+    takes (those of the entry classes' common base); ``backend NAME``: the keys
+    only that backend's entries take; and for every nested table, the key that
+    holds it (``price``, ``base_urls``).
     """
     defaults = Pool.model_fields["defaults"].annotation
     assert isinstance(defaults, type) and issubclass(defaults, BaseModel)
     entries = list(_classes(Pool.model_fields["models"].annotation))
-    common = [key for key in entries[0].model_fields if all(key in e.model_fields for e in entries)]
+    base = next(c for c in entries[0].__mro__ if all(issubclass(e, c) for e in entries))
+    assert issubclass(base, BaseModel)
+    common = list(base.model_fields)
     tables = {
         "defaults": _table(defaults, list(defaults.model_fields)),
-        "models": _table(entries[0], common),
+        "models": _table(base, common),
     }
     nested: dict[str, type[BaseModel]] = {}
     for entry in sorted(entries, key=_backend_name):
@@ -155,18 +164,56 @@ def render(text: str, tables: dict[str, str]) -> str:
     return rendered
 
 
+def store_schema() -> dict[str, str]:
+    """``{"store schema": ...}``: the tables of a new store as one SQL block, with its version."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "schema.db"
+        with Store(path):
+            pass
+        connection = sqlite3.connect(path)
+        try:
+            (version,) = connection.execute("SELECT version FROM schema_version").fetchone()
+            statements = [
+                _dedented(sql)
+                for (sql,) in connection.execute(
+                    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+                )
+            ]
+        finally:
+            connection.close()
+    body = "\n\n".join(f"{sql};" for sql in statements)
+    return {"store schema": f"```sql\n-- schema version {version}\n{body}\n```\n"}
+
+
+def _dedented(sql: str) -> str:
+    """A ``CREATE`` statement with its inner lines indented by four spaces."""
+    lines = [line.strip() for line in sql.splitlines()]
+    if len(lines) < 3:
+        return " ".join(lines)
+    return "\n".join([lines[0], *(f"    {line}" for line in lines[1:-1]), lines[-1]])
+
+
+def generated() -> dict[Path, dict[str, str]]:
+    """Each generated document and its blocks, by marker name."""
+    return {POOL_DOC: pool_tables(), DATA_DOC: store_schema()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; 1 when stale")
     args = parser.parse_args(argv)
-    text = POOL_DOC.read_text(encoding="utf-8")
-    rendered = render(text, pool_tables())
-    if rendered == text:
-        return 0
-    if args.check:
-        print(f"{POOL_DOC} is stale: run python scripts/gen_docs.py", file=sys.stderr)
+    stale = []
+    for path, blocks in generated().items():
+        text = path.read_text(encoding="utf-8")
+        rendered = render(text, blocks)
+        if rendered != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(rendered, encoding="utf-8")
+    if args.check and stale:
+        names = ", ".join(str(path) for path in stale)
+        print(f"stale: {names}; run python scripts/gen_docs.py", file=sys.stderr)
         return 1
-    POOL_DOC.write_text(rendered, encoding="utf-8")
     return 0
 
 
