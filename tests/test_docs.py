@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pydantic import BaseModel
 
 from slm_mux.tasks.arith import PROBLEM_TYPES, evaluate, random_expression, scratchpad
 
@@ -49,11 +50,11 @@ def test_the_pool_tables_name_every_key_and_a_stale_one_is_caught() -> None:
 
     tables = GEN_DOCS.pool_tables()
     assert {"defaults", "models", "backend openai", "backend transformers", "price"} <= set(tables)
-    for key, field in Pool.model_fields["defaults"].annotation.model_fields.items():  # type: ignore[union-attr]
-        assert (
-            f"| `{key}` |" in tables["defaults"]
-            and str(field.description)[:20] in (tables["defaults"])
-        )
+    defaults = Pool.model_fields["defaults"].annotation
+    assert isinstance(defaults, type) and issubclass(defaults, BaseModel)
+    for key, field in defaults.model_fields.items():
+        assert f"| `{key}` |" in tables["defaults"]
+        assert str(field.description)[:20] in tables["defaults"]
     text = GEN_DOCS.POOL_DOC.read_text(encoding="utf-8")
     stale = text.replace("| `max_batch_tokens` |", "| `max_batch_tokenz` |")
     assert GEN_DOCS.render(stale, tables) == text
