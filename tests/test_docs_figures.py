@@ -1,8 +1,8 @@
 """Every demo figure the README and docs quote is what ``slm-mux demo`` derives today.
 
 One full default demo run (about half a minute on two CPU cores) feeds every check: the
-README's headline table is the demo's printed headline, verbatim; the docs' sweep over k
-and adaptive-replay tables are those of the demo's ``report.md``.
+README's headline table and the docs' search table are what the demo prints, verbatim; the
+docs' sweep over k and adaptive-replay tables are those of the demo's ``report.md``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def test_the_readme_headline_is_what_the_demo_prints(demo: tuple[DemoResult, str
     assert headline in readme
     shown = re.findall(r"\| (0\.\d{3}) \|", readme)  # every accuracy and std the README quotes
     assert shown and all(figure in headline for figure in shown)
+
+
+def test_the_docs_search_table_is_what_the_demo_prints(demo: tuple[DemoResult, str]) -> None:
+    text = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    assert demo[0].search.to_markdown() in text
 
 
 @pytest.mark.parametrize(
