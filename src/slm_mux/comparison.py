@@ -90,6 +90,11 @@ class MethodResult:
     failures: tuple[Failure, ...] = ()
 
     @property
+    def failed_everywhere(self) -> bool:
+        """Whether some call failed on every question."""
+        return self.questions > 0 and self.failed == self.questions
+
+    @property
     def accuracy(self) -> float:
         """Share of questions answered correctly."""
         return self.correct / self.questions if self.questions else 0.0

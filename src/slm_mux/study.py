@@ -62,6 +62,8 @@ class Study:
     warn: Warn
     question_texts: dict[str, str]
     """Stored texts of the test questions (collected or imported from the authors' layout)."""
+    references: dict[str, str]
+    """Reference answers of the test questions, by question id."""
 
     @classmethod
     def open(
@@ -110,7 +112,8 @@ class Study:
                     f"{arrays.dropped_questions} {arrays.split} questions left out: "
                     "not every model has samples of them"
                 )
-        return cls(Path(store), label, test, validation, warn, texts)
+        references = dict(zip(test_columns.question_ids, test_columns.references, strict=True))
+        return cls(Path(store), label, test, validation, warn, texts, references)
 
     @cached_property
     def test_tokens(self) -> FloatArray | None:
@@ -281,6 +284,7 @@ class Study:
             plots=plots,
             title=title or f"SLM-MUX report: {self.task} ({', '.join(self.test.models)})",
             question_texts=self.question_texts,
+            references=self.references,
             comparisons=self.comparisons(),
         )
         return Report(evaluation, found, scaling, [*plots, md_path, html_path])

@@ -14,8 +14,9 @@ from slm_mux.analysis.arrays import SampleArrays, validation_accuracy
 from slm_mux.analysis.draws import bases, draw, slot_keys
 from slm_mux.analysis.evaluate import SLM_MUX, evaluate
 from slm_mux.analysis.report import write_report
-from slm_mux.analysis.scaling import Scaling, scale, write_plots
+from slm_mux.analysis.scaling import Scaling, draw_lines, scale, write_plots
 from slm_mux.analysis.search import SearchResult, SubsetScore, search, with_test_accuracy
+from slm_mux.comparison import Comparison, Failure, MethodResult
 from slm_mux.errors import InputError
 from slm_mux.sample import Split
 
@@ -276,7 +277,7 @@ def test_plots_and_report(
     )
     best = scaling.by_samples[0].best_single_model
     assert len(re.findall(rf"^\| \d \|.* \| {best} \|$", markdown, re.M)) == len(scaling.by_samples)
-    rows = re.findall(r"^\| q\d\d \|  \| m\d \|", markdown, re.M)  # no stored texts here
+    rows = re.findall(r"^\| q\d\d \|  \| - \| m\d \|", markdown, re.M)  # no texts, references
     assert len(rows) == len(evaluation.first_trial)
     assert page.count('src="data:image/png;base64,') == 2
     assert not re.search(r"(src|href)=\"(?!data:)", page)
@@ -296,3 +297,70 @@ def test_report_escapes_answers(tmp_path: Path) -> None:
     assert 'src="http' not in page
     assert "&lt;img src=&quot;http://x&quot;&gt;|" in page
     assert "\\|" in md_path.read_text()
+
+
+def test_per_question_table_shows_each_reference(
+    tmp_path: Path, splits: tuple[SampleArrays, SampleArrays]
+) -> None:
+    evaluation = evaluate(splits[1], k=2, trials=1, seed=0)
+    md_path, html_path = write_report(
+        tmp_path, evaluation=evaluation, references=TEST_REFERENCES, question_texts={"q00": "t"}
+    )
+    shown = dict(re.findall(r"^\| (q\d\d) \| t? \| (\S+) \| ", md_path.read_text(), re.M))
+    assert shown == {o.question_id: TEST_REFERENCES[o.question_id] for o in evaluation.first_trial}
+    assert "<th>reference</th>" in html_path.read_text()
+
+
+def test_identical_curves_stay_apart_with_their_own_markers() -> None:
+    from matplotlib.figure import Figure
+
+    axes = Figure().add_subplot()
+    same = [0.5, 0.6, 0.7]
+    draw_lines(axes, [1, 2, 3], {"a": same, "b": same, "c": [0.1, 0.2, 0.3]})
+    lines = axes.get_lines()
+    xs = [tuple(np.asarray(line.get_xdata(), dtype=float)) for line in lines]
+    assert len(set(xs)) == 3 and all(abs(x[0] - 1) < 0.1 for x in xs)
+    ys = [np.asarray(line.get_ydata(), dtype=float).tolist() for line in lines[:2]]
+    assert ys == [same, same]
+    assert len({line.get_marker() for line in lines}) == 3
+    assert len({line.get_linestyle() for line in lines}) == 3
+
+
+def _compared(method: str, failed: int, reasons: tuple[str, ...]) -> MethodResult:
+    failures = tuple(Failure(reason, True, 1) for reason in reasons)
+    return MethodResult(method, 4, 0, 4, 10, 10, 0.1, failed, failures=failures)
+
+
+def test_a_compared_method_that_failed_everywhere_shows_why(tmp_path: Path) -> None:
+    reasons = tuple(f"prompt {n} too long" for n in range(5))
+    comparison = Comparison(
+        "arith",
+        "test",
+        4,
+        {
+            "slm-mux": _compared("slm-mux", 1, ("timeout",)),
+            "debate": _compared("debate", 4, reasons),
+            "moa": _compared("moa", 4, ()),
+        },
+    )
+    debate_result = comparison.methods["debate"]
+    assert MethodResult.from_json("debate", debate_result.to_json()) == debate_result
+    evaluation = evaluate(arrays_of(TEST, TEST_REFERENCES, "test"), k=2, trials=1, seed=0)
+    md_path, html_path = write_report(tmp_path, evaluation=evaluation, comparisons=[comparison])
+    markdown = md_path.read_text()
+    assert "why every question failed |" in markdown
+    [debate] = re.findall(r"^\| debate \|.*", markdown, re.M)
+    shown = "prompt 0 too long (and 4 other reasons)"
+    assert debate.endswith(f"| {shown} |")
+    [mux] = re.findall(r"^\| slm-mux \| 0\.0000 \|.*", markdown, re.M)
+    assert mux.endswith("| 1 |  |")  # failed somewhere, not everywhere: no reason column entry
+    assert re.search(r"^\| moa \|.*\| no reason recorded \|$", markdown, re.M)
+    assert f"<td>{shown}</td>" in html_path.read_text()
+
+
+def test_names_are_not_wrapped_in_html_tables(tmp_path: Path) -> None:
+    evaluation = evaluate(arrays_of(TEST, TEST_REFERENCES, "test"), k=2, trials=1, seed=0)
+    _, html_path = write_report(tmp_path, evaluation=evaluation)
+    style = re.search(r"<style>(.*)</style>", html_path.read_text(), re.S)
+    assert style is not None
+    assert re.search(r"td:first-child[^{]*\{ white-space: nowrap; \}", style.group(1))

@@ -17,7 +17,7 @@ from slm_mux.analysis.adaptive_replay import Replayed, method_name
 from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
-from slm_mux.comparison import Comparison
+from slm_mux.comparison import Comparison, MethodResult
 from slm_mux.tables import markdown_cell, markdown_table, numeric_right
 
 _CSS = """
@@ -27,6 +27,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
 th { background: #f3f3f3; }
 tr:nth-child(even) td { background: #fafafa; }
+td:first-child, th:first-child { white-space: nowrap; }
 img { max-width: 100%; display: block; margin: 0.5rem 0 1.5rem; }
 p.note { color: #555; }
 """
@@ -34,6 +35,10 @@ p.note { color: #555; }
 
 QUESTION_CHARS = 80
 """Longest question text shown in the per-question table."""
+
+REASONS_SHOWN = 1
+"""Distinct failure reasons shown beside a compared method that failed everywhere (the
+rest are counted)."""
 
 
 @dataclass(frozen=True)
@@ -56,24 +61,24 @@ def write_report(
     plots: Sequence[Path] = (),
     title: str = "SLM-MUX report",
     question_texts: Mapping[str, str] | None = None,
+    references: Mapping[str, str] | None = None,
     comparisons: Sequence[Comparison] = (),
     replayed: Replayed | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir`` and return their paths.
 
     ``question_texts`` (by question id), when known, are shown beside each
-    question's outcome, cut to :data:`QUESTION_CHARS` characters. Each of
-    ``comparisons`` (``slm-mux compare`` results) gets a "Live comparison" section;
-    ``replayed`` adaptive sampling policies get theirs after the accuracy table.
+    question's outcome, cut to :data:`QUESTION_CHARS` characters, and ``references``
+    (by question id) beside them. Each of ``comparisons`` (``slm-mux compare``
+    results) gets a "Live comparison" section; ``replayed`` adaptive sampling
+    policies get theirs after the accuracy table.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = _sections(evaluation, search, scaling, plots, question_texts or {})
+    sections = _sections(evaluation, search, scaling, plots, question_texts or {}, references or {})
     if replayed is not None:
         sections.insert(1, _adaptive_section(replayed))
     # Before the per-question table, which is always last.
-    sections[-1:-1] = [
-        _Section("Live comparison", c.note(), c.header, c.rows()) for c in comparisons
-    ]
+    sections[-1:-1] = [_comparison_section(c) for c in comparisons]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(_markdown(title, sections, out_dir), encoding="utf-8")
     html_path.write_text(_html(title, sections), encoding="utf-8")
@@ -95,6 +100,7 @@ def _sections(
     scaling: Scaling | None,
     plots: Sequence[Path],
     question_texts: Mapping[str, str],
+    references: Mapping[str, str],
 ) -> list[_Section]:
     spread = "std is 0" if evaluation.all_recorded else "std is across trials (ddof=0)"
     sections = [
@@ -176,11 +182,12 @@ def _sections(
         _Section(
             "SLM-MUX per question (first trial)",
             "The winning model, its answer and confidence (majority count / k).",
-            ("question", "text", "model", "answer", "confidence", "correct"),
+            ("question", "text", "reference", "model", "answer", "confidence", "correct"),
             [
                 (
                     o.question_id,
                     _shorten(question_texts.get(o.question_id, "")),
+                    references.get(o.question_id, "-"),
                     o.model or "-",
                     "-" if o.answer is None else o.answer,
                     f"{o.confidence:.2f}",
@@ -191,6 +198,30 @@ def _sections(
         )
     )
     return sections
+
+
+def _comparison_section(comparison: Comparison) -> _Section:
+    """A live comparison's table; with a column of reasons when some method failed on
+    every question (up to :data:`REASONS_SHOWN` distinct ones per method)."""
+    results = list(comparison.methods.values())
+    if not any(result.failed_everywhere for result in results):
+        return _Section("Live comparison", comparison.note(), comparison.header, comparison.rows())
+    reasons = [_reasons(result) if result.failed_everywhere else "" for result in results]
+    return _Section(
+        "Live comparison",
+        comparison.note(),
+        (*comparison.header, "why every question failed"),
+        [(*row, why) for row, why in zip(comparison.rows(), reasons, strict=True)],
+    )
+
+
+def _reasons(result: MethodResult) -> str:
+    """The first :data:`REASONS_SHOWN` distinct failure reasons of ``result``, joined."""
+    if not result.failures:
+        return "no reason recorded"
+    shown = "; ".join(failure.reason for failure in result.failures[:REASONS_SHOWN])
+    more = len(result.failures) - REASONS_SHOWN
+    return f"{shown} (and {more} other reasons)" if more > 0 else shown
 
 
 def _adaptive_section(replayed: Replayed) -> _Section:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import cycle, pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from slm_mux.errors import InputError
 from slm_mux.tables import markdown_table
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -363,10 +364,36 @@ def _plot(
     """One line per series against integer ``x`` on a cleared ``figure``, saved as PNG."""
     figure.clear()
     axes = figure.add_subplot()
-    for (label, values), marker in zip(series.items(), cycle("os^D")):
-        axes.plot(x, values, marker=marker, label=label)
+    draw_lines(axes, x, series)
     axes.set(xlabel=xlabel, ylabel="test accuracy", title=title)
     axes.set_xticks(x)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.savefig(path, dpi=110)
+
+
+DODGE = 0.06
+"""Horizontal offset between neighbouring series, as a share of the x spacing."""
+
+
+def draw_lines(axes: Axes, x: list[int], series: dict[str, list[float]]) -> None:
+    """One line per series, each with its own marker, line style and small x offset.
+
+    Series that coincide (SLM-MUX and the best single model at k = 1, say) stay
+    visible: markers shrink and are hollow from the first series on, and each
+    series sits ``DODGE`` of the x spacing beside its neighbour, centred on ``x``.
+    """
+    step = min((b - a for a, b in pairwise(x)), default=1) or 1
+    styles = zip(cycle("os^Dv"), cycle(("-", "--", ":", "-.")), strict=False)
+    lines = zip(series.items(), styles, strict=False)
+    for i, ((label, values), (marker, line)) in enumerate(lines):
+        offset = (i - (len(series) - 1) / 2) * DODGE * step
+        axes.plot(
+            [value + offset for value in x],
+            values,
+            marker=marker,
+            linestyle=line,
+            markersize=max(9 - 2 * i, 4),
+            markerfacecolor="none",
+            label=label,
+        )
