@@ -337,6 +337,9 @@ async def compare(
     drawn live in the policy's rounds (recorded calls of their own; sample ``i`` seeded as
     the shared sample ``i``, so ``exact`` decides as ``slm-mux`` where the backend keeps
     seeds). Each phase is reported to ``progress``.
+
+    One function of about 90 lines: its phases share the closures ``phase`` and ``result``
+    over one run's store, question set and question hash.
     """
     accuracy = dict(validation_accuracy or {})
     best = best_model(members, accuracy)

@@ -102,8 +102,21 @@ def _sections(
     question_texts: Mapping[str, str],
     references: Mapping[str, str],
 ) -> list[_Section]:
+    sections = _evaluation_sections(evaluation)
+    if search is not None:
+        sections.append(_search_section(search))
+    if scaling is not None:
+        sections += _scaling_sections(scaling)
+    if plots:
+        sections.append(_Section("Plots", images=tuple(plots)))
+    sections.append(_per_question_section(evaluation, question_texts, references))
+    return sections
+
+
+def _evaluation_sections(evaluation: Evaluation) -> list[_Section]:
+    """Accuracy per method, and whose answers SLM-MUX took."""
     spread = "std is 0" if evaluation.all_recorded else "std is across trials (ddof=0)"
-    sections = [
+    return [
         _Section(
             "Accuracy on the test split",
             f"{evaluation.questions} questions, k={evaluation.k} samples per model, "
@@ -122,82 +135,87 @@ def _sections(
             + [("(no answer)", _percent(evaluation.no_answer_share))],
         ),
     ]
-    if search is not None:
-        sections.append(
-            _Section(
-                "Model selection (validation split)",
-                f"Best subset per size by union accuracy - lambda x contradiction, "
-                f"k={search.k}, lambda={search.lam:g}, "
-                f"{'exact search' if search.exact else 'beam search (approximate)'}.",
-                ("size", "models", "objective", "union", "contradiction", "test accuracy"),
-                [
-                    (
-                        str(size),
-                        ", ".join(score.models),
-                        f"{score.objective:.4f}",
-                        _percent(score.union_accuracy),
-                        _percent(score.contradiction),
-                        "-" if score.test_accuracy is None else _percent(score.test_accuracy),
-                    )
-                    for size, score in sorted(search.best.items())
-                ],
+
+
+def _search_section(search: SearchResult) -> _Section:
+    """The best subset per size on validation."""
+    return _Section(
+        "Model selection (validation split)",
+        f"Best subset per size by union accuracy - lambda x contradiction, "
+        f"k={search.k}, lambda={search.lam:g}, "
+        f"{'exact search' if search.exact else 'beam search (approximate)'}.",
+        ("size", "models", "objective", "union", "contradiction", "test accuracy"),
+        [
+            (
+                str(size),
+                ", ".join(score.models),
+                f"{score.objective:.4f}",
+                _percent(score.union_accuracy),
+                _percent(score.contradiction),
+                "-" if score.test_accuracy is None else _percent(score.test_accuracy),
             )
-        )
-    if scaling is not None:
-        sections += [
-            _Section(
-                "Scaling with samples per model (test split)",
-                "Best single model by validation accuracy (chosen once, the same at every k); "
-                "best single SC is its self-consistency accuracy on test.",
-                ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
-                [
-                    (
-                        str(p.k),
-                        _percent(p.slm_mux),
-                        _percent(p.agent_forest),
-                        _percent(p.best_single_sc),
-                        p.best_single_model,
-                    )
-                    for p in scaling.by_samples
-                ],
-            ),
-            _Section(
-                "Scaling with number of models (test split)",
-                f"Subsets searched on validation at k={scaling.k}, lambda={scaling.lam:g}.",
-                ("models", "subset", "SLM-MUX", "union accuracy"),
-                [
-                    (
-                        str(p.size),
-                        ", ".join(p.models),
-                        _percent(p.slm_mux),
-                        _percent(p.union_accuracy),
-                    )
-                    for p in scaling.by_models
-                ],
-            ),
-        ]
-    if plots:
-        sections.append(_Section("Plots", images=tuple(plots)))
-    sections.append(
+            for size, score in sorted(search.best.items())
+        ],
+    )
+
+
+def _scaling_sections(scaling: Scaling) -> list[_Section]:
+    """Accuracy against samples per model and against the number of models."""
+    return [
         _Section(
-            "SLM-MUX per question (first trial)",
-            "The winning model, its answer and confidence (majority count / k).",
-            ("question", "text", "reference", "model", "answer", "confidence", "correct"),
+            "Scaling with samples per model (test split)",
+            "Best single model by validation accuracy (chosen once, the same at every k); "
+            "best single SC is its self-consistency accuracy on test.",
+            ("k", "SLM-MUX", "Agent Forest", "best single SC", "best single model"),
             [
                 (
-                    o.question_id,
-                    _shorten(question_texts.get(o.question_id, "")),
-                    references.get(o.question_id, "-"),
-                    o.model or "-",
-                    "-" if o.answer is None else o.answer,
-                    f"{o.confidence:.2f}",
-                    "yes" if o.correct else "no",
+                    str(p.k),
+                    _percent(p.slm_mux),
+                    _percent(p.agent_forest),
+                    _percent(p.best_single_sc),
+                    p.best_single_model,
                 )
-                for o in evaluation.first_trial
+                for p in scaling.by_samples
             ],
-        )
+        ),
+        _Section(
+            "Scaling with number of models (test split)",
+            f"Subsets searched on validation at k={scaling.k}, lambda={scaling.lam:g}.",
+            ("models", "subset", "SLM-MUX", "union accuracy"),
+            [
+                (
+                    str(p.size),
+                    ", ".join(p.models),
+                    _percent(p.slm_mux),
+                    _percent(p.union_accuracy),
+                )
+                for p in scaling.by_models
+            ],
+        ),
+    ]
+
+
+def _per_question_section(
+    evaluation: Evaluation, question_texts: Mapping[str, str], references: Mapping[str, str]
+) -> _Section:
+    """SLM-MUX's pick on each test question of the first trial."""
+    return _Section(
+        "SLM-MUX per question (first trial)",
+        "The winning model, its answer and confidence (majority count / k).",
+        ("question", "text", "reference", "model", "answer", "confidence", "correct"),
+        [
+            (
+                o.question_id,
+                _shorten(question_texts.get(o.question_id, "")),
+                references.get(o.question_id, "-"),
+                o.model or "-",
+                "-" if o.answer is None else o.answer,
+                f"{o.confidence:.2f}",
+                "yes" if o.correct else "no",
+            )
+            for o in evaluation.first_trial
+        ],
     )
-    return sections
 
 
 def _comparison_section(comparison: Comparison) -> _Section:
