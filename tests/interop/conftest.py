@@ -11,8 +11,14 @@ import pytest
 
 from slm_mux.tasks.arith import generate_questions
 
-from .harness_runs import run_inspect, run_lm_eval, serving, write_lm_eval_task, write_pool
-from .harness_runs import write_questions
+from .harness_runs import (
+    run_inspect,
+    run_lm_eval,
+    serving,
+    write_lm_eval_task,
+    write_pool,
+    write_questions,
+)
 
 MODELS = ("tiny-add", "tiny-mul")
 QUESTIONS = 4

@@ -60,7 +60,8 @@ def serving(pool: Path, task: str = "arith") -> Iterator[str]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"serve did not start: {process.stderr.read()}") from None
+                    errors = process.stderr.read() if process.stderr else ""
+                    raise RuntimeError(f"serve did not start: {errors}") from None
                 time.sleep(0.2)
         yield url
     finally:

@@ -38,7 +38,9 @@ def test_eval_and_json_logs_import_one_sample_per_epoch(
             (stored,) = [
                 s
                 for s in samples
-                if s.model == model and s.sample == logged.epoch - 1 and s.reference == logged.target
+                if s.model == model
+                and s.sample == logged.epoch - 1
+                and s.reference == logged.target
                 and s.text == logged.output.completion
             ]
             assert stored.answer == arith.extract(logged.output.completion)
@@ -55,9 +57,24 @@ def test_a_truncated_json_log_is_named_and_nothing_imported(
     broken.write_text(text[: len(text) // 2], encoding="utf-8")
     db = tmp_path / "s.db"
     capsys.readouterr()
-    assert main(["import", str(inspect_logs[MODELS[0]]), str(broken), "--store", str(db), "--task", "arith"]) == 1
+    assert (
+        main(
+            [
+                "import",
+                str(inspect_logs[MODELS[0]]),
+                str(broken),
+                "--store",
+                str(db),
+                "--task",
+                "arith",
+            ]
+        )
+        == 1
+    )
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"slm-mux: error: {broken}:") and "not a complete inspect_ai log" in error
+    assert (
+        error.startswith(f"slm-mux: error: {broken}:") and "not a complete inspect_ai log" in error
+    )
     assert not db.exists()
 
 

@@ -26,10 +26,15 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 
 def test_two_models_import_into_one_store_that_eval_reads(
-    lm_eval_runs: dict[str, Any], harness_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = tmp_path / "s.db"
-    assert main(["import", str(harness_dir / "lm-eval"), "--store", str(db), "--task", "arith"]) == 0
+    assert (
+        main(["import", str(harness_dir / "lm-eval"), "--store", str(db), "--task", "arith"]) == 0
+    )
     arith = get_task("arith")
     with Store(db, create=False) as store:
         samples = list(store.each_sample())
@@ -38,7 +43,11 @@ def test_two_models_import_into_one_store_that_eval_reads(
     for path in _samples_files(harness_dir / "lm-eval"):
         model = path.parent.name
         for line in _lines(path):
-            stored = [s for s in samples if s.model == model and line["doc_hash"].startswith(s.question_id)]
+            stored = [
+                s
+                for s in samples
+                if s.model == model and line["doc_hash"].startswith(s.question_id)
+            ]
             assert [s.text for s in sorted(stored, key=lambda s: s.sample)] == line["resps"][0]
             assert all(s.answer == arith.extract(s.text or "") for s in stored)
             assert {s.reference for s in stored} == {line["target"]}
@@ -51,7 +60,10 @@ def test_two_models_import_into_one_store_that_eval_reads(
 
 
 def test_model_override_and_mapped_task_refusal(
-    lm_eval_runs: dict[str, Any], harness_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     one = _samples_files(harness_dir / "lm-eval")[0]
     db = tmp_path / "s.db"
@@ -80,7 +92,10 @@ def _refused(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_a_truncated_line_is_named(
-    lm_eval_runs: dict[str, Any], harness_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     logs = _copy(harness_dir, tmp_path)
     last = _samples_files(logs)[-1]
@@ -90,7 +105,10 @@ def test_a_truncated_line_is_named(
 
 
 def test_models_that_answered_other_questions_are_refused(
-    lm_eval_runs: dict[str, Any], harness_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     logs = _copy(harness_dir, tmp_path)
     first, second = _samples_files(logs)
@@ -102,7 +120,10 @@ def test_models_that_answered_other_questions_are_refused(
 
 
 def test_a_loglikelihood_task_is_refused(
-    lm_eval_runs: dict[str, Any], harness_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     logs = _copy(harness_dir, tmp_path)
     results = sorted(logs.rglob("results_*.json"))[0]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 
+from slm_mux.backends.scripted import Script
 from slm_mux.server.stops import cut
 
 from .helpers import Serve, scripted_pool
@@ -11,7 +14,7 @@ from .helpers import Serve, scripted_pool
 QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
 # alpha answers only after the stop sequence, beta before it.
-SCRIPT = {
+SCRIPT: dict[str, Script] = {
     "alpha": {"*": ["Let me see.\n\nQuestion: Answer: 5"]},
     "beta": {"*": ["Answer: 4\n\nQuestion: Answer: 6"]},
 }
@@ -38,10 +41,13 @@ def test_stop_cuts_the_reply_and_each_sample_before_the_vote(serve: Serve) -> No
             stop="\n\n",
             stream=True,
         )
-        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in alone if chunk.choices)
+        events: list[Any] = list(alone)
+        streamed = "".join(
+            event.choices[0].delta.content or "" for event in events if event.choices
+        )
     assert stopped.choices[0].message.content == "Answer: 4"
     assert stopped.model_extra is not None and whole.model_extra is not None
     assert stopped.model_extra["slm_mux"]["votes"]["alpha"] == {"Let me see.": 3}
     assert whole.model_extra["slm_mux"]["votes"]["alpha"] == {"Question: Answer: 5": 3}
-    assert whole.choices[0].message.content.startswith("Answer: 4\n\nQuestion:")
+    assert (whole.choices[0].message.content or "").startswith("Answer: 4\n\nQuestion:")
     assert streamed == "Let me see."

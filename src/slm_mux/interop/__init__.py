@@ -11,6 +11,7 @@ questions.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from slm_mux.interop.common import DEFAULT_SPLIT, HARNESS_TASKS, QuestionSets, mapped_task
@@ -19,14 +20,14 @@ from slm_mux.interop.lm_eval import is_lm_eval_log, stage_lm_eval
 from slm_mux.store import Staging
 
 
-def is_harness_log(path: str | Path) -> bool:
+def is_harness_log(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an lm-eval output (folder or file) or an inspect_ai log."""
     return is_lm_eval_log(Path(path)) or is_inspect_log(Path(path))
 
 
 def stage_harness_log(
     staging: Staging,
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     task: str | None,
     split: str | None,

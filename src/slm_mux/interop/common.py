@@ -53,7 +53,9 @@ class Answered:
     generations: Sequence[str]
 
 
-def sample_rows(model: str, task: str, split: str, answered: Answered, origin: int) -> Iterator[Row]:
+def sample_rows(
+    model: str, task: str, split: str, answered: Answered, origin: int
+) -> Iterator[Row]:
     """The staged rows of ``answered``: sample ``i`` is generation ``i``, its answer
     extracted by ``task``'s grader from the raw text, which is kept."""
     extract = get_task(task).extract

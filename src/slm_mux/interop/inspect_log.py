@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from slm_mux.errors import FormatError, InputError
-from slm_mux.interop.common import Answered, QuestionSets, Row, mapped_task, reference_of, sample_rows
+from slm_mux.interop.common import (
+    Answered,
+    QuestionSets,
+    Row,
+    mapped_task,
+    reference_of,
+    sample_rows,
+)
 from slm_mux.store import Staging
 from slm_mux.tasks.base import question_hash
 

@@ -99,7 +99,8 @@ def _question_text(doc: dict[str, Any], arguments: Any) -> str:
     for key in _TEXT_KEYS:
         if isinstance(doc.get(key), str):
             return str(doc[key])
-    prompt = next(iter((arguments or {}).values()), {}).get("arg_0", "")
+    first: dict[str, Any] = next(iter((arguments or {}).values()), {})
+    prompt = first.get("arg_0", "")
     prompt = prompt[0] if isinstance(prompt, list) and prompt else prompt
     try:
         messages = json.loads(prompt)
@@ -162,8 +163,9 @@ def _samples_file(
             first_line, first = seen[doc_id]
             if first.generations != answered.generations:
                 raise FormatError(
-                    name, lineno, f"document {doc_id!r} has other generations than on line "
-                    f"{first_line}"
+                    name,
+                    lineno,
+                    f"document {doc_id!r} has other generations than on line {first_line}",
                 )
             continue
         seen[doc_id] = (lineno, answered)
