@@ -48,6 +48,16 @@ def test_eval_and_json_logs_import_one_sample_per_epoch(
     assert main(["eval", "--store", str(db), "--k", str(REPEATS), "--trials", "2"]) == 0
 
 
+def test_a_folder_of_logs_imports_each(
+    inspect_logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder,) = {path.parent for path in inspect_logs.values()}
+    db = tmp_path / "s.db"
+    assert main(["import", str(folder), "--store", str(db), "--task", "arith"]) == 0
+    with Store(db, create=False) as store:
+        assert {h.model for h in store.summary()} == set(MODELS)
+
+
 def test_a_truncated_json_log_is_named_and_nothing_imported(
     inspect_logs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,14 +15,15 @@ import os
 from pathlib import Path
 
 from slm_mux.interop.common import DEFAULT_SPLIT, HARNESS_TASKS, QuestionSets, mapped_task
-from slm_mux.interop.inspect_log import is_inspect_log, stage_inspect
+from slm_mux.interop.inspect_log import inspect_logs, stage_inspect
 from slm_mux.interop.lm_eval import is_lm_eval_log, stage_lm_eval
 from slm_mux.store import Staging
 
 
 def is_harness_log(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an lm-eval output (folder or file) or an inspect_ai log."""
-    return is_lm_eval_log(Path(path)) or is_inspect_log(Path(path))
+    """Whether ``path`` is an lm-eval output (folder or file), an inspect_ai log or a
+    folder of them."""
+    return is_lm_eval_log(Path(path)) or bool(inspect_logs(Path(path)))
 
 
 def stage_harness_log(
@@ -39,15 +40,17 @@ def stage_harness_log(
     ``split`` defaults to ``test``; ``task`` and ``model`` override the log's.
     """
     where = Path(path)
-    stage = stage_lm_eval if is_lm_eval_log(where) else stage_inspect
-    return stage(
-        staging,
-        where,
-        task=task,
-        split=split or DEFAULT_SPLIT,
-        model=model,
-        questions=questions,
-    )
+    split = split or DEFAULT_SPLIT
+    if is_lm_eval_log(where):
+        return stage_lm_eval(
+            staging, where, task=task, split=split, model=model, questions=questions
+        )
+    read = 0
+    for log in inspect_logs(where):
+        read += stage_inspect(
+            staging, log, task=task, split=split, model=model, questions=questions
+        )
+    return read
 
 
 __all__ = [

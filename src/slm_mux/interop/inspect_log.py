@@ -46,6 +46,13 @@ def is_inspect_log(path: Path) -> bool:
         return _JSON_LOG_HEAD.match(stream.read(256)) is not None
 
 
+def inspect_logs(path: Path) -> list[Path]:
+    """``path`` when it is an inspect_ai log; the logs in it (sorted) when it is a folder."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_inspect_log(p))
+    return [path] if is_inspect_log(path) else []
+
+
 def _read(path: Path) -> Any:
     """The log, read by inspect_ai; a broken one is a :class:`FormatError` (with its line,
     for a ``.json`` file)."""
