@@ -35,10 +35,16 @@ QUESTION_ID_DIGITS = 16
 
 def is_lm_eval_log(path: Path) -> bool:
     """Whether ``path`` is an lm-eval output folder (holding ``results_*.json`` at any depth)
-    or one of its ``samples_*.jsonl`` / ``results_*.json`` files."""
+    or one of its files: a ``samples_<task>_<time>.jsonl`` with its ``results_<time>.json``
+    beside it, or a ``results_<time>.json`` with samples files of the same time."""
     if path.is_dir():
         return next(path.rglob("results_*.json"), None) is not None
-    return path.suffix in (".json", ".jsonl") and path.name.startswith(("results_", "samples_"))
+    stamp = path.stem.rsplit("_", 1)[-1]
+    if path.suffix == ".jsonl" and path.name.startswith("samples_"):
+        return (path.parent / f"results_{stamp}.json").is_file()
+    if path.suffix == ".json" and path.name.startswith("results_"):
+        return next(path.parent.glob(f"samples_*_{stamp}.jsonl"), None) is not None
+    return False
 
 
 def _runs(path: Path) -> list[tuple[Path, list[Path]]]:
@@ -47,9 +53,7 @@ def _runs(path: Path) -> list[tuple[Path, list[Path]]]:
         results = sorted(path.rglob("results_*.json"))
     else:
         stamp = path.stem.rsplit("_", 1)[-1]
-        results = sorted(path.parent.glob(f"results_{stamp}.json"))
-        if not results:
-            raise InputError(f"{path}: no results_{stamp}.json beside it (it names the model)")
+        results = [path.parent / f"results_{stamp}.json"]
     runs = []
     for result in results:
         stamp = result.stem.removeprefix("results_")
