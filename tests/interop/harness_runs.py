@@ -76,16 +76,26 @@ def write_questions(path: Path, questions: Sequence[Question]) -> Path:
     return path
 
 
-def write_lm_eval_task(folder: Path, data: Path, *, repeats: int, max_tokens: int = 48) -> Path:
-    """An lm-eval task YAML (``arith_local``) over the local file ``data``."""
+def write_lm_eval_task(
+    folder: Path,
+    data: Path,
+    *,
+    repeats: int,
+    max_tokens: int = 48,
+    name: str = LM_EVAL_TASK,
+    prompt: str = "{{question}}",
+) -> Path:
+    """An lm-eval task YAML (``name``, by default ``arith_local``) over the local file
+    ``data`` (JSON Lines or a JSON array of ``{"question", "answer"}``), asking ``prompt``
+    (a Jinja template of the document)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {
-        "task": LM_EVAL_TASK,
+        "task": name,
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(data)}},
         "test_split": "test",
         "output_type": "generate_until",
-        "doc_to_text": "{{question}}",
+        "doc_to_text": prompt,
         "doc_to_target": "{{answer}}",
         "generation_kwargs": {
             "until": ["\n\n"],
@@ -106,14 +116,23 @@ def write_lm_eval_task(folder: Path, data: Path, *, repeats: int, max_tokens: in
         ],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
     }
-    path = folder / f"{LM_EVAL_TASK}.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-def run_lm_eval(url: str, model: str, tasks: Path, out: Path) -> dict[str, Any]:
-    """lm-eval's ``local-chat-completions`` on ``model`` served at ``url``, samples logged
-    under ``out/<model>/``; returns its results."""
+def run_lm_eval(
+    url: str,
+    model: str,
+    tasks: Path,
+    out: Path,
+    *,
+    name: str = LM_EVAL_TASK,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """lm-eval's ``local-chat-completions`` on task ``name`` of ``model`` served at ``url``
+    (the first ``limit`` documents), samples logged under ``out/<model>/``; returns its
+    results."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import lm_eval
@@ -130,7 +149,8 @@ def run_lm_eval(url: str, model: str, tasks: Path, out: Path) -> dict[str, Any]:
             "max_retries": 1,
             "tokenized_requests": False,
         },
-        tasks=[LM_EVAL_TASK],
+        tasks=[name],
+        limit=limit,
         task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
         apply_chat_template=True,
         log_samples=True,
