@@ -84,10 +84,11 @@ def write_lm_eval_task(
     max_tokens: int = 48,
     name: str = LM_EVAL_TASK,
     prompt: str = "{{question}}",
+    fewshot: bool = False,
 ) -> Path:
     """An lm-eval task YAML (``name``, by default ``arith_local``) over the local file
     ``data`` (JSON Lines or a JSON array of ``{"question", "answer"}``), asking ``prompt``
-    (a Jinja template of the document)."""
+    (a Jinja template of the document); with ``fewshot`` its shots come from the same file."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "task": name,
@@ -115,6 +116,7 @@ def write_lm_eval_task(
             }
         ],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        **({"fewshot_split": "test"} if fewshot else {}),
     }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -129,10 +131,11 @@ def run_lm_eval(
     *,
     name: str = LM_EVAL_TASK,
     limit: int | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """lm-eval's ``local-chat-completions`` on task ``name`` of ``model`` served at ``url``
-    (the first ``limit`` documents), samples logged under ``out/<model>/``; returns its
-    results."""
+    (the first ``limit`` documents; ``options`` go to ``simple_evaluate``), samples logged
+    under ``out/<model>/``; returns its results."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import lm_eval
@@ -155,6 +158,7 @@ def run_lm_eval(
         apply_chat_template=True,
         log_samples=True,
         evaluation_tracker=tracker,
+        **options,
     )
     tracker.save_results_aggregated(results=results, samples=results["samples"])
     for name, samples in results["samples"].items():

@@ -3,6 +3,7 @@ and their scores agree with slm-mux's grader on the same replies."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,20 @@ def test_lm_eval_scores_slm_mux_as_slm_mux_grades_its_replies(
     served: str, harness_dir: Path, questions_file: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("lm_eval", reason="lm-eval is not installed (the lm-eval extra)")
-    tasks = write_lm_eval_task(tmp_path / "tasks", questions_file, repeats=1).parent
-    results = run_lm_eval(served, "slm-mux", tasks, tmp_path / "out")
+    tasks = write_lm_eval_task(tmp_path / "tasks", questions_file, repeats=1, fewshot=True).parent
+    results = run_lm_eval(
+        served,
+        "slm-mux",
+        tasks,
+        tmp_path / "out",
+        num_fewshot=1,
+        fewshot_as_multiturn=True,
+        system_instruction="Compute.",
+    )
     samples: list[dict[str, Any]] = results["samples"]["arith_local"]
+    # A system message and a one-shot history came with every request.
+    sent = json.loads(samples[0]["arguments"]["gen_args_0"]["arg_0"][0])
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     arith = get_task("arith")
     graded = [arith.grade(arith.extract(s["resps"][0][0]), s["target"]) for s in samples]
     assert len(samples) == QUESTIONS

@@ -318,7 +318,8 @@ def add_commands(add: flags.AddCommand) -> None:
     flags.task_flag(
         sub,
         task_names(),
-        "grader for samples without a task (default exact; harness logs: from the log's task)",
+        "grader of samples without a task (default: exact) and of harness logs (default: "
+        "the one their task names)",
     )
     sub.add_argument(
         "--model", help="model name (authors' layout and harness logs; default: from the file)"
