@@ -25,7 +25,8 @@ model::
         ...]}
 
 An SQLite file is another store: its samples, questions and failures are
-merged (:func:`~slm_mux.store.stage_store`).
+merged (:func:`~slm_mux.store.stage_store`). An lm-evaluation-harness output folder
+or an inspect_ai log is read by :mod:`slm_mux.interop`.
 
 Files are read into a :class:`~slm_mux.store.Staging` area, validated and
 checked against each other there; :func:`import_files` then writes all of
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
+from slm_mux.interop import QuestionSets, is_harness_log, stage_harness_log
 from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
 from slm_mux.records_jsonl import StagedRecords, checked
 from slm_mux.sample import SPLITS, Sample
@@ -541,16 +543,28 @@ def stage_file(
     path: PathLike,
     *,
     split: str | None = None,
-    task: str = "exact",
+    task: str | None = None,
     model: str | None = None,
+    questions: QuestionSets | None = None,
 ) -> int:
     """Validate a file in any format into ``staging``; returns the number of samples read.
 
     For the authors' layout ``split`` is required and ``model`` overrides the
-    file's model. For JSON Lines, ``task`` is the default task, and
+    file's model. For JSON Lines, ``task`` is the default task (default ``exact``), and
     ``split``/``model``, when given, must match every line. An SQLite file is
-    another store, merged whole (:func:`~slm_mux.store.stage_store`).
+    another store, merged whole (:func:`~slm_mux.store.stage_store`). A harness log
+    (:func:`~slm_mux.interop.stage_harness_log`) notes its questions in ``questions``.
     """
+    if is_harness_log(path):
+        return stage_harness_log(
+            staging,
+            path,
+            task=task,
+            split=split,
+            model=model,
+            questions=QuestionSets() if questions is None else questions,
+        )
+    task = task or "exact"
     if is_store_file(path):
         if split is not None or model is not None:
             raise InputError(f"{path}: a store is merged whole; --split and --model do not apply")
@@ -567,7 +581,7 @@ def import_files(
     store: PathLike,
     *,
     split: str | None = None,
-    task: str = "exact",
+    task: str | None = None,
     model: str | None = None,
     replace: bool = False,
     progress: Callable[[str], None] = lambda _: None,
@@ -576,11 +590,16 @@ def import_files(
 
     Every file is read, validated and checked against the others before the
     store is opened (or created); ``progress`` hears one line per file read.
+    The models of harness logs must have answered the same questions.
     """
+    questions = QuestionSets()
     with Staging() as staging:
         for path in paths:
-            read = stage_file(staging, path, split=split, task=task, model=model)
+            read = stage_file(
+                staging, path, split=split, task=task, model=model, questions=questions
+            )
             progress(f"{path}: {read} samples read")
+        questions.check()
         staging.check()
         with Store(store) as opened:
             return opened.import_staged(staging, replace=replace)

@@ -304,13 +304,26 @@ def add_commands(add: flags.AddCommand) -> None:
     sub = add(
         "import",
         cmd_import,
-        "import recorded samples (JSONL or the authors' layout) or merge other stores",
+        "import recorded samples (JSONL, the authors' layout, lm-eval or inspect_ai logs) "
+        "or merge other stores",
     )
-    sub.add_argument("files", nargs="+", help="files to import; an SQLite store is merged whole")
+    sub.add_argument(
+        "files",
+        nargs="+",
+        help="files to import; an SQLite store is merged whole; an lm-eval output folder "
+        "or an inspect_ai log (.eval, .json) is read as a harness log",
+    )
     flags.store_flag(sub, role="created if missing")
-    flags.split_flag(sub, "split (authors' layout)")
-    flags.task_flag(sub, task_names(), "grader for samples without a task", default="exact")
-    sub.add_argument("--model", help="model name (authors' layout; default: from the file)")
+    flags.split_flag(sub, "split (authors' layout; harness logs: default test)")
+    flags.task_flag(
+        sub,
+        task_names(),
+        "grader of samples without a task (default: exact) and of harness logs (default: "
+        "the one their task names)",
+    )
+    sub.add_argument(
+        "--model", help="model name (authors' layout and harness logs; default: from the file)"
+    )
     sub.add_argument(
         "--replace", action="store_true", help="overwrite stored samples that have another answer"
     )

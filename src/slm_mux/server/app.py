@@ -32,6 +32,7 @@ from slm_mux.members import Member, close_members
 from slm_mux.methods import live_methods
 from slm_mux.server.protocol import ApiError, ChatRequest, chunks, completion
 from slm_mux.server.protocol import parse_request as parse
+from slm_mux.server.stops import StoppedTask
 from slm_mux.tasks import Task
 
 log = logging.getLogger("slm_mux.server")
@@ -136,7 +137,7 @@ def create_app(
             parsed.model,
             parsed.messages,
             members,
-            task=task,
+            task=StoppedTask(task, parsed.stop) if parsed.stop else task,
             validation_accuracy=accuracy,
             k=parsed.k,
             temperature=parsed.temperature,
@@ -206,9 +207,9 @@ def create_app(
 
 def _reply(parsed: ChatRequest, live: Answer) -> Response:
     if not parsed.stream:
-        return _json(completion(parsed.model, live))
+        return _json(completion(parsed.model, live, parsed.stop))
     return StreamingResponse(
-        chunks(parsed.model, live, include_usage=parsed.include_usage),
+        chunks(parsed.model, live, include_usage=parsed.include_usage, stop=parsed.stop),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache"},
     )

@@ -20,6 +20,7 @@ import orjson
 
 from slm_mux.engine import Answer
 from slm_mux.methods import live_methods, sampled_live_methods
+from slm_mux.server.stops import MAX_STOPS, cut
 
 MAX_K = 1000
 MAX_N = 128
@@ -85,6 +86,7 @@ class ChatRequest:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    stop: tuple[str, ...] = ()
 
 
 def _invalid(param: str, message: str) -> ApiError:
@@ -116,6 +118,18 @@ def _content(index: int, content: object) -> str:
             raise _invalid(param, "a text part needs a string 'text'")
         texts.append(text)
     return "".join(texts)
+
+
+def _stop(value: object) -> tuple[str, ...]:
+    """The stop sequences: a string, or a list of up to :data:`MAX_STOPS` strings."""
+    sequences = [value] if isinstance(value, str) else value
+    if not (
+        isinstance(sequences, list)
+        and len(sequences) <= MAX_STOPS
+        and all(isinstance(sequence, str) and sequence for sequence in sequences)
+    ):
+        raise _invalid("stop", f"expected a non-empty string or a list of up to {MAX_STOPS}")
+    return tuple(sequences)
 
 
 def _messages(value: object) -> list[dict[str, str]]:
@@ -155,8 +169,8 @@ def parse_request(raw: bytes, models: Collection[str]) -> ChatRequest:
 
     Raises :class:`ApiError`: 400 for malformed JSON or an invalid field (naming it),
     404 ``model_not_found`` for a model not in ``models``. ``n`` above 1 is for a
-    pool model only (a method chooses one answer per request); ``stop`` is refused:
-    stop sequences would cut the replies whose answers are compared.
+    pool model only (a method chooses one answer per request); ``stop`` sequences
+    cut the replies (and, for a method, each sample before its answer is extracted).
     """
     try:
         body = orjson.loads(raw)
@@ -204,8 +218,6 @@ def parse_request(raw: bytes, models: Collection[str]) -> ChatRequest:
     n = _integer(body, "n", 1, MAX_N) or 1
     if n > 1 and model in live_methods():
         raise _invalid("n", f"{model!r} chooses one answer per request; n must be 1, got {n}")
-    if "stop" in body:
-        raise _invalid("stop", "stop sequences are not supported (remove 'stop')")
     k = _integer(body, "k", 1, MAX_K)
     sampled = sampled_live_methods()
     if k is not None and model not in sampled:
@@ -233,6 +245,7 @@ def parse_request(raw: bytes, models: Collection[str]) -> ChatRequest:
         n=n,
         stream=stream,
         include_usage=include_usage,
+        stop=_stop(body["stop"]) if "stop" in body else (),
     )
 
 
@@ -279,13 +292,15 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def replies(live: Answer) -> tuple[str, ...]:
-    """The texts of the reply's choices: a pass-through's ``n``, else the chosen one."""
-    return live.texts or (live.text,)
+def replies(live: Answer, stop: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The texts of the reply's choices: a pass-through's ``n``, else the chosen one; each
+    cut at the first ``stop`` sequence."""
+    return tuple(cut(text, stop) for text in live.texts or (live.text,))
 
 
-def completion(model: str, live: Answer) -> dict[str, Any]:
-    """The ``chat.completion`` object for ``live``, answered as ``model``."""
+def completion(model: str, live: Answer, stop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``chat.completion`` object for ``live``, answered as ``model``, its replies cut at
+    ``stop``."""
     return {
         "id": new_id(),
         "object": "chat.completion",
@@ -298,7 +313,7 @@ def completion(model: str, live: Answer) -> dict[str, Any]:
                 "finish_reason": "stop",
                 "logprobs": None,
             }
-            for index, text in enumerate(replies(live))
+            for index, text in enumerate(replies(live, stop))
         ],
         "usage": _usage(live),
         "slm_mux": selection(live),
@@ -321,13 +336,15 @@ def pieces(text: str) -> list[str]:
     return out
 
 
-def chunks(model: str, live: Answer, *, include_usage: bool) -> Iterator[bytes]:
+def chunks(
+    model: str, live: Answer, *, include_usage: bool, stop: tuple[str, ...] = ()
+) -> Iterator[bytes]:
     """The SSE events of a streamed reply, ``data: [DONE]`` last.
 
     Per choice, a role chunk, its text in content chunks and a chunk with
     ``finish_reason``; the last of these also carries the ``slm_mux`` field. With
     ``include_usage`` every chunk carries ``"usage": null`` and one more chunk with
-    ``choices: []`` carries the usage.
+    ``choices: []`` carries the usage. Replies are cut at ``stop``.
     """
     head = {"id": new_id(), "object": "chat.completion.chunk", "created": int(time.time())}
     head["model"] = model
@@ -339,7 +356,7 @@ def chunks(model: str, live: Answer, *, include_usage: bool) -> Iterator[bytes]:
     def choice(index: int, delta: Mapping[str, str], finish: str | None = None) -> dict[str, Any]:
         return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
 
-    texts = replies(live)
+    texts = replies(live, stop)
     for index, text in enumerate(texts):
         yield event({"choices": [choice(index, {"role": "assistant", "content": ""})], **usage})
         for piece in pieces(text):
