@@ -51,6 +51,7 @@ from slm_mux.backends.batching import Batcher, BatchStats, OutOfMemory
 from slm_mux.backends.config import ModelBase
 from slm_mux.backends.decoding import Decoded, Row, StopStrings, decode
 from slm_mux.errors import BackendError, InputError
+from slm_mux.tasks.base import ANSWER_FORMAT
 
 _log = logging.getLogger("slm_mux")
 """Warnings go here (the CLI prints them as ``slm-mux: warning: ...``)."""
@@ -436,11 +437,15 @@ def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     Many templates drop or refuse a ``system`` message (the bundled tiny
     models' writes only user and assistant turns; Gemma's raises). Then the
     system text is put at the head of the first user message instead, so the
-    model still reads every instruction it was given.
+    model still reads every instruction it was given; only a template that
+    drops system turns silently also drops their answer-format paragraphs
+    (:data:`~slm_mux.tasks.base.ANSWER_FORMAT`): models with such templates
+    were trained on bare questions.
     """
     from jinja2 import TemplateError
 
     systems = [m["content"] for m in messages if m["role"] == "system"]
+    refused = False
     try:
         text: str = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
@@ -450,16 +455,26 @@ def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     except TemplateError:  # also what a template's own raise_exception raises
         if not systems:
             raise
+        refused = True
     rest = [m for m in messages if m["role"] != "system"]
-    head = "\n\n".join(systems)
+    paragraphs = [part for system in systems for part in system.split("\n\n")]
+    if not refused:
+        paragraphs = [part for part in paragraphs if not part.startswith(ANSWER_FORMAT)]
+    if not paragraphs:
+        return _apply_template(tokenizer, rest)
+    head = "\n\n".join(paragraphs)
     first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
     if first_user is None:
         rest.insert(0, {"role": "user", "content": head})
     else:
         merged = f"{head}\n\n{rest[first_user]['content']}"
         rest[first_user] = {**rest[first_user], "content": merged}
-    folded: str = tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
-    return folded
+    return _apply_template(tokenizer, rest)
+
+
+def _apply_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    text: str = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text
 
 
 class TransformersConfig(ModelBase):
