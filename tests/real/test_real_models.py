@@ -55,3 +55,20 @@ def test_the_fetch_script_works_offline_from_a_wheel_folder(tmp_path: Path) -> N
     pool = (tmp_path / "pool-inprocess.yaml").read_text()
     assert "backend: transformers" in pool and 'stop: ["\\n\\n"]' in pool
     assert "base_url: http://127.0.0.1:8082/v1" in (tmp_path / "pool-llamacpp.yaml").read_text()
+
+
+def test_collect_then_eval_on_smollm2(smollm2: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "defaults: {temperature: 0.3, k: 2, max_tokens: 64}\n"
+        f"models:\n  - {{name: smollm2-135m, backend: transformers, path: {smollm2}}}\n"
+    )
+    store = str(tmp_path / "real.db")
+    run = [sys.executable, "-m", "slm_mux"]
+    collect = [*run, "collect", "--pool", str(pool), "--task", "arith", "--store", store]
+    subprocess.run([*collect, "--limit", "3", "--quiet"], check=True, capture_output=True)
+    evaluated = subprocess.run(
+        [*run, "eval", "--store", store], check=True, capture_output=True, text=True
+    )
+    assert "3 test questions, k=2" in evaluated.stdout
+    assert "| sc:smollm2-135m |" in evaluated.stdout
