@@ -45,19 +45,22 @@ async def test_later_rounds_extend_each_agents_own_conversation_with_the_others(
     task_prompt = ARITH.messages(QUESTION)
     assert caller.call("qwen", "round1").messages == task_prompt
     second = caller.call("qwen", "round2").messages
-    assert second[:2] == [*task_prompt, {"role": "assistant", "content": "alpha-round1 #### 1"}]
-    follow_up = second[2]
+    asked = len(task_prompt)  # arith: the answer-format system message and the expression
+    reply = {"role": "assistant", "content": "alpha-round1 #### 1"}
+    assert second[: asked + 1] == [*task_prompt, reply]
+    follow_up = second[asked + 1]
     assert follow_up["role"] == "user"
     assert "Agent 2:\nbeta-round1 #### 2" in follow_up["content"]
     assert "Agent 3:\ngamma-round1 #### 3" in follow_up["content"]
     assert "Agent 1" not in follow_up["content"] and "alpha" not in follow_up["content"]
     assert QUESTION.text in follow_up["content"]  # the question is restated with its format
     third = caller.call("llama", "round3").messages
-    assert [m["role"] for m in third] == ["user", "assistant", "user", "assistant", "user"]
-    assert third[3]["content"] == "beta-round2 #### 2"
-    assert "Agent 1:\nalpha-round2 #### 1" in third[4]["content"]
-    assert "Agent 3:\ngamma-round2 #### 3" in third[4]["content"]
-    assert "round1" not in third[4]["content"]  # only the previous round is quoted
+    roles = [m["role"] for m in task_prompt]
+    assert [m["role"] for m in third] == [*roles, "assistant", "user", "assistant", "user"]
+    assert third[-2]["content"] == "beta-round2 #### 2"
+    assert "Agent 1:\nalpha-round2 #### 1" in third[-1]["content"]
+    assert "Agent 3:\ngamma-round2 #### 3" in third[-1]["content"]
+    assert "round1" not in third[-1]["content"]  # only the previous round is quoted
     prompts = " ".join(m["content"] for record in caller.calls for m in record.messages)
     assert not [name for name in models if name in prompts]  # agents stay anonymous
 
@@ -115,8 +118,8 @@ async def test_a_failing_agent_sits_out_its_round_and_rejoins() -> None:
     shown_to_a = caller.call("a", "round2").messages[-1]["content"]
     assert "beta" not in shown_to_a and "Agent 3:\ngamma-round1 #### 5" in shown_to_a
     rejoined = caller.call("b", "round2").messages
-    assert [m["role"] for m in rejoined] == ["user", "user"]
-    assert "alpha-round1" in rejoined[1]["content"]
+    assert [m["role"] for m in rejoined] == [*(m["role"] for m in ARITH.messages(QUESTION)), "user"]
+    assert "alpha-round1" in rejoined[-1]["content"]
     assert outcome.detail["rounds"][1] == {"a": "5", "b": "9", "c": "5"}
     assert outcome.answer == "5"
 

@@ -8,6 +8,7 @@ import pytest
 
 from slm_mux.errors import InputError
 from slm_mux.methods import MAVSettings, approves, mav
+from slm_mux.methods.mav import read_verdict
 from slm_mux.methods.prompts import ASPECTS
 from slm_mux.tasks import get_task
 from slm_mux.tasks.base import Message, Question
@@ -79,7 +80,7 @@ async def test_one_generate_call_then_every_verification_at_once() -> None:
     prompt = caller.call("mistral", "verify/c02/steps").messages
     assert len(prompt) == 1 and prompt[0]["role"] == "user"
     text = prompt[0]["content"]
-    assert ARITH.messages(QUESTION)[0]["content"] in text
+    assert ARITH.messages(QUESTION)[-1]["content"] in text  # the problem, not its answer format
     assert CANDIDATES[2] in text and CANDIDATES[1] not in text
     assert ASPECTS["steps"] in text and ASPECTS["final-answer"] not in text
     assert "Verdict: approve" in text and "Verdict: reject" in text
@@ -163,3 +164,21 @@ async def test_no_answer_when_the_generator_or_every_verifier_fails() -> None:
     outcome = await mav(QUESTION, ARITH, ["qwen"], caller, settings)
     assert outcome.answer is None
     assert outcome.detail["approvals"] == [None, None]
+
+
+async def test_replies_without_a_verdict_line_are_counted() -> None:
+    """SmolLM2-135M wrote no "Verdict:" line in most replies; the outcome says how many."""
+
+    def unmarked(step: str, messages: list[Message], n: int) -> list[str]:
+        if step == "generate":
+            return CANDIDATES[:n]
+        right = "second" in messages[-1]["content"]
+        return ["Yes, the answer is correct." if right else "Verdict: reject"] * n
+
+    caller = ScriptedCaller({"qwen": unmarked})
+    outcome = await mav(QUESTION, ARITH, ["qwen"], caller, MAVSettings())
+    assert outcome.answer == "5"
+    assert outcome.detail["verdicts"] == len(CANDIDATES) * len(MAVSettings().aspects)
+    assert outcome.detail["unparsed_verdicts"] == len(MAVSettings().aspects)
+    assert read_verdict("Verdict: approve") == (True, True)
+    assert read_verdict("Yes, it is correct.") == (True, False)

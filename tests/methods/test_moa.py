@@ -31,8 +31,8 @@ async def test_each_layer_sees_all_previous_layer_responses_numbered() -> None:
     for model in MODELS:
         assert caller.call(model, "layer1").messages == task_prompt
         layer2 = caller.call(model, "layer2").messages
-        assert layer2[1:] == task_prompt
-        assert layer2[0]["role"] == "system"
+        assert layer2[1:] == [m for m in task_prompt if m["role"] != "system"]
+        assert layer2[0]["role"] == "system"  # the task's system text, then the synthesis
         listing = layer2[0]["content"].split("Answers:\n", 1)[1]
         assert listing == ("1. alpha-layer1 #### 1\n2. beta-layer1 #### 2\n3. gamma-layer1 #### 3")
     final = caller.call("qwen", "aggregate").messages

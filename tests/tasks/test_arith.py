@@ -152,9 +152,25 @@ def test_cluster_merges_equal_integers() -> None:
     assert task.cluster(["07", "7", "+7", "8", "x"]) == [0, 0, 0, 1, 2]
 
 
-def test_messages_are_the_bare_expression() -> None:
+def test_messages_are_an_answer_format_hint_and_the_bare_expression() -> None:
     question = Question(id="arith-test-47+38-12", text="47+38-12", reference="73")
-    assert task.messages(question) == [{"role": "user", "content": "47+38-12"}]
+    system, user = task.messages(question)
+    assert user == {"role": "user", "content": "47+38-12"}
+    assert system["role"] == "system" and system["content"].startswith("Answer format:")
+    assert "'#### <number>'" in system["content"]
+
+
+def test_the_tiny_models_still_read_only_the_bare_expression() -> None:
+    """Their template drops system turns; the backend folds none of an answer-format hint."""
+    transformers = pytest.importorskip("transformers", reason="needs the local extra")
+    from slm_mux.backends.transformers_local import _render_chat
+    from slm_mux.demo import POOL_DIR
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(POOL_DIR / "tiny-mul")
+    question = Question(id="arith-test-47+38-12", text="47+38-12", reference="73")
+    assert _render_chat(tokenizer, task.messages(question)) == "Q: 47+38-12\nA: "
+    instructed = [{"role": "system", "content": "Check it."}, *task.messages(question)[1:]]
+    assert _render_chat(tokenizer, instructed) == "Q: Check it.\n\n47+38-12\nA: "
 
 
 needs_models = pytest.mark.skipif(
@@ -201,3 +217,18 @@ def test_bundled_model_answers_in_format(model_dir: Path) -> None:
     )
     answers = [task.extract(text) for text in texts]
     assert sum(answer is not None for answer in answers) >= 6, texts
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [  # SmolLM2-135M-Instruct's replies to the arith prompt (in process, temperature 0.3)
+        ("12 + 7 = 8\n\nThe answer is 8.", "8"),
+        ("23*4-5 = 12*2-12 = 12*2 = 24\n\nThe answer is 24.", "24"),
+        ("23*4 - 5 = 11\n\nSo, the answer is 11.", "11"),
+        ("12 + 7 = 8\n\nThis is the final answer.", None),
+        ("The answer is 2.5 apples.", None),
+        ("The answer is 3. #### 4", "4"),
+    ],
+)
+def test_a_stated_answer_counts_when_the_format_was_skipped(reply: str, answer: str | None) -> None:
+    assert task.extract(reply) == answer

@@ -9,6 +9,10 @@ and position ids counted from each row's first real token, so padding changes
 a row's logits by float rounding at most. Rows that finish are dropped from the batch (and its KV
 cache) once they are half of it, and decoding stops when every row has
 finished.
+
+A row also ends when its text reaches one of its model's stop strings
+(:class:`StopStrings`): each step the last few tokens of every unfinished row
+are detokenized and searched, so the cost is per row and step, not per vocabulary.
 """
 
 from __future__ import annotations
@@ -34,19 +38,52 @@ class Row:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A row's new tokens (its stop token included) and whether a stop token ended it."""
+    """A row's new tokens (its stop token included) and whether a stop token or string ended it."""
 
     tokens: list[int]
     stopped: bool
 
 
+@dataclass(frozen=True)
+class StopStrings:
+    """Texts that end a row, found in the detokenized tail of its new tokens.
+
+    ``window`` tokens are read back each step: enough for the longest string
+    (a token holds at least one character) plus the tokens it may straddle.
+    ``tokenizer`` is the model's Hugging Face tokenizer.
+    """
+
+    tokenizer: Any
+    texts: tuple[str, ...]
+
+    @property
+    def window(self) -> int:
+        return max(len(text) for text in self.texts) + 2
+
+    def reached(self, tokens: list[int]) -> bool:
+        """Whether the text of ``tokens`` holds a stop string ending in its last tokens."""
+        tail = self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True)
+        return any(text in tail for text in self.texts)
+
+    def cut(self, text: str) -> str:
+        """``text`` up to its first stop string (the stop string left out)."""
+        ends = [found for found in (text.find(stop) for stop in self.texts) if found >= 0]
+        return text[: min(ends)] if ends else text
+
+
 def decode(
-    model: Any, rows: Sequence[Row], *, pad_id: int, stop_ids: Collection[int]
+    model: Any,
+    rows: Sequence[Row],
+    *,
+    pad_id: int,
+    stop_ids: Collection[int],
+    stop_strings: StopStrings | None = None,
 ) -> list[Decoded]:
     """Decode every row of ``rows`` in one batch; the results in the same order.
 
     ``model`` is a Hugging Face causal LM (on its device, in eval mode);
-    ``stop_ids`` end a row (and are kept as its last token).
+    ``stop_ids`` end a row (and are kept as its last token), and so does a
+    text in ``stop_strings`` (its tokens kept; :meth:`StopStrings.cut` trims the text).
     """
     import torch
 
@@ -68,6 +105,8 @@ def decode(
     live = torch.arange(len(rows), device=device)  # batch position -> row number
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (row numbers, their tokens)
+    written: list[list[int]] = [[] for _ in rows]  # each row's tokens, kept for stop strings
+    by_text: set[int] = set()  # rows a stop string ended
     with torch.inference_mode():
         out = model(
             input_ids=ids,
@@ -82,7 +121,10 @@ def decode(
         for step in range(max(row.max_new for row in rows)):
             tokens = choose_tokens(logits, temperature, top_p, seeds, step)
             steps.append((live[~done], tokens[~done]))
-            done = done | torch.isin(tokens, stops) | (budget <= step + 1)
+            ended = done | torch.isin(tokens, stops) | (budget <= step + 1)
+            if stop_strings is not None:
+                ended = ended | _reached(stop_strings, written, live, tokens, done, by_text)
+            done = ended
             finished = int(done.sum())
             if finished == len(live):
                 break
@@ -102,7 +144,28 @@ def decode(
                 **{cache_key: cache},
             )
             cache, logits = getattr(out, cache_key), out.logits[:, -1, :]
-    return _split(steps, len(rows), set(stop_ids))
+    return _split(steps, len(rows), set(stop_ids), by_text)
+
+
+def _reached(
+    stop_strings: StopStrings,
+    written: list[list[int]],
+    live: Any,
+    tokens: Any,
+    done: Any,
+    by_text: set[int],
+) -> Any:
+    """Which batch positions a stop string ends now (their row numbers added to ``by_text``)."""
+    import torch
+
+    reached = []
+    for row, token, finished in zip(live.tolist(), tokens.tolist(), done.tolist(), strict=True):
+        written[row].append(token)
+        ended = not finished and stop_strings.reached(written[row])
+        if ended:
+            by_text.add(row)
+        reached.append(ended)
+    return torch.tensor(reached, dtype=torch.bool, device=done.device)
 
 
 def _left_padded(prompts: Sequence[tuple[int, ...]], pad_id: int) -> tuple[Any, Any]:
@@ -118,10 +181,15 @@ def _left_padded(prompts: Sequence[tuple[int, ...]], pad_id: int) -> tuple[Any, 
     return ids, mask
 
 
-def _split(steps: Sequence[tuple[Any, Any]], count: int, stop_ids: set[int]) -> list[Decoded]:
+def _split(
+    steps: Sequence[tuple[Any, Any]], count: int, stop_ids: set[int], by_text: set[int]
+) -> list[Decoded]:
     """Each row's tokens from the per-step (unfinished row numbers, their tokens) pairs."""
     tokens: list[list[int]] = [[] for _ in range(count)]
     for live, chosen in steps:
         for row, token in zip(live.tolist(), chosen.tolist(), strict=True):
             tokens[row].append(token)
-    return [Decoded(row, bool(row) and row[-1] in stop_ids) for row in tokens]
+    return [
+        Decoded(row, number in by_text or (bool(row) and row[-1] in stop_ids))
+        for number, row in enumerate(tokens)
+    ]

@@ -14,6 +14,14 @@ Determinism: sample ``j`` of a request seeded ``s`` is drawn with seed
 same model, device, dtype and library versions, whatever else shares the
 batch: padding and batch size change a row's logits only by float rounding
 (in float32 on CPU we found no sample that changed; see the tests).
+
+GGUF: ``path`` may name a ``.gguf`` file (or ``gguf_file`` a file in the
+``path`` folder or hub repository); transformers dequantizes it to torch
+(the ``gguf`` extra: gguf and accelerate). The file's chat template, if it
+has one, is the model's; a base model without one gets the plain template
+(:func:`plain_prompt`). Stops: a row ends at the model's end-of-sequence
+tokens, at its template's end-of-turn token (:func:`end_of_turn_ids`) and at
+the entry's ``stop`` strings.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ from slm_mux.backends.base import (
 )
 from slm_mux.backends.batching import Batcher, BatchStats, OutOfMemory
 from slm_mux.backends.config import ModelBase
-from slm_mux.backends.decoding import Decoded, Row, decode
+from slm_mux.backends.decoding import Decoded, Row, StopStrings, decode
 from slm_mux.errors import BackendError, InputError
+from slm_mux.tasks.base import ANSWER_FORMAT
 
 _log = logging.getLogger("slm_mux")
 """Warnings go here (the CLI prints them as ``slm-mux: warning: ...``)."""
@@ -60,6 +69,50 @@ def require_local_extra(name: str, modules: Sequence[str] = ("torch", "transform
     """Raise ``InputError`` for model ``name`` unless ``modules`` are importable."""
     if any(importlib.util.find_spec(module) is None for module in modules):
         raise InputError(f"model {name!r} needs the local extra: pip install 'slm-mux[local]'")
+
+
+GGUF_MODULES = ("torch", "transformers", "gguf", "accelerate")
+"""What loading a ``.gguf`` file needs (the ``gguf`` extra)."""
+
+
+def require_gguf_extra(name: str) -> None:
+    """Raise ``InputError`` naming the packages a GGUF entry ``name`` lacks, if any."""
+    missing = [module for module in GGUF_MODULES if importlib.util.find_spec(module) is None]
+    if missing:
+        raise InputError(
+            f"model {name!r} loads a .gguf file, which needs {', '.join(missing)}: "
+            "pip install 'slm-mux[gguf]'"
+        )
+
+
+def gguf_source(path: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """The folder (or hub id) to load from and the GGUF file in it, if any.
+
+    ``path`` itself may name the file (``.../model.gguf``); else ``gguf_file``
+    names a file inside ``path``.
+    """
+    if gguf_file is None and path.endswith(".gguf"):
+        file = Path(path)
+        return str(file.parent), file.name
+    return path, gguf_file
+
+
+def check_gguf_file(name: str, folder: str, gguf_file: str) -> None:
+    """Raise ``InputError`` when ``folder`` is a local directory without ``gguf_file``."""
+    directory = Path(folder).expanduser()
+    local = directory.is_dir() or Path(folder).is_absolute() or folder.startswith((".", "~"))
+    if local and not (directory / gguf_file).is_file():
+        raise InputError(f"model {name!r}: no GGUF file at {directory / gguf_file}")
+
+
+def _quiet_gguf_conversion() -> None:
+    """Silence the GGUF dequantizing bar (plain tqdm, deaf to transformers' progress switch)."""
+    import functools
+
+    from tqdm.auto import tqdm
+    from transformers import modeling_gguf_pytorch_utils as conversion
+
+    conversion.tqdm = functools.partial(tqdm, disable=True)  # type: ignore[attr-defined]
 
 
 def _one_line(error: BaseException) -> str:
@@ -123,6 +176,7 @@ class _Loaded:
     batcher: Batcher
     stop_ids: frozenset[int]
     context: int | None
+    stop_strings: StopStrings | None
 
 
 class TransformersBackend:
@@ -137,7 +191,9 @@ class TransformersBackend:
     ``max_batch_sequences`` samples and ``max_batch_tokens`` padded tokens;
     the batcher waits up to ``batch_window_ms`` for more. Temperature 0 decodes
     greedily once and repeats the result. Prompt tokens are split across the
-    samples, as for the other backends.
+    samples, as for the other backends. ``gguf_file`` (or a ``path`` ending in
+    ``.gguf``) loads a GGUF file; ``stop`` strings end a sample (and are cut
+    from its text, as the OpenAI API does).
     """
 
     def __init__(
@@ -151,8 +207,15 @@ class TransformersBackend:
         batch_window_ms: float = 2.0,
         max_batch_sequences: int = 256,
         max_batch_tokens: int = 65536,
+        gguf_file: str | None = None,
+        stop: Sequence[str] = (),
     ) -> None:
-        require_local_extra(name)
+        self.source, self.gguf_file = gguf_source(path, gguf_file)
+        if self.gguf_file is None:
+            require_local_extra(name)
+        else:
+            require_gguf_extra(name)
+            check_gguf_file(name, self.source, self.gguf_file)
         if dtype not in DTYPES:
             raise InputError(f"model {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         self.name = name
@@ -163,6 +226,7 @@ class TransformersBackend:
         self.batch_window_ms = batch_window_ms
         self.max_batch_sequences = max_batch_sequences
         self.max_batch_tokens = max_batch_tokens
+        self.stop = tuple(text for text in stop if text)
         self.usage = Usage()
         self._loaded: _Loaded | None = None
 
@@ -222,14 +286,17 @@ class TransformersBackend:
 
             # Loading bars would tear through slm-mux's own progress display.
             transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+            if self.gguf_file is not None:
+                _quiet_gguf_conversion()
             set_threads_once(self.name, self.threads)
             device = pick_device(self.device)
+            gguf = {} if self.gguf_file is None else {"gguf_file": self.gguf_file}
             try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
+                tokenizer = transformers.AutoTokenizer.from_pretrained(self.source, **gguf)
                 model: Any = transformers.AutoModelForCausalLM.from_pretrained(
-                    self.path, dtype=pick_dtype(self.dtype, device)
+                    self.source, dtype=pick_dtype(self.dtype, device), **gguf
                 )
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, ImportError, NotImplementedError) as error:
                 raise BackendError(
                     f"model {self.name!r}: cannot load {self.path!r}: {_one_line(error)}"
                 ) from None
@@ -237,12 +304,16 @@ class TransformersBackend:
             pad = tokenizer.pad_token_id
             pad = tokenizer.eos_token_id if pad is None else pad
             eos = model.generation_config.eos_token_id
-            stop_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
+            eos_ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+            stop_ids = frozenset([*eos_ids, *end_of_turn_ids(tokenizer)])
+            stop_strings = StopStrings(tokenizer, self.stop) if self.stop else None
             context = getattr(model.config, "max_position_embeddings", None)
 
             def run(rows: list[Row]) -> list[Decoded]:
                 try:
-                    return decode(model, rows, pad_id=pad or 0, stop_ids=stop_ids)
+                    return decode(
+                        model, rows, pad_id=pad or 0, stop_ids=stop_ids, stop_strings=stop_strings
+                    )
                 except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since 2.5
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
@@ -263,7 +334,12 @@ class TransformersBackend:
                 on_split=self._report_split,
             )
             self._loaded = _Loaded(
-                model, tokenizer, batcher, stop_ids, context if isinstance(context, int) else None
+                model,
+                tokenizer,
+                batcher,
+                stop_ids,
+                context if isinstance(context, int) else None,
+                stop_strings,
             )
             return self._loaded
 
@@ -281,7 +357,7 @@ class TransformersBackend:
             text = _render_chat(tokenizer, messages)
             special = False  # the template writes its own special tokens
         else:
-            text = "\n\n".join(m.get("content", "") for m in messages) + "\n\n"
+            text = plain_prompt(messages)
             special = True
         return tuple(tokenizer(text, add_special_tokens=special)["input_ids"])
 
@@ -306,9 +382,10 @@ class TransformersBackend:
     ) -> list[Completion]:
         """Texts and token counts of the decoded rows (the prompt's tokens split across them)."""
         shares = split_tokens(prompt_tokens, [1] * len(decoded))
+        cut = loaded.stop_strings.cut if loaded.stop_strings else str
         return [
             Completion(
-                loaded.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                cut(loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)),
                 share,
                 len(row.tokens),
                 latency,
@@ -318,17 +395,57 @@ class TransformersBackend:
         ]
 
 
+def plain_prompt(messages: list[dict[str, str]]) -> str:
+    """The prompt of a model without a chat template (a base model).
+
+    Every message's content, in order, separated and followed by a blank
+    line; the tokenizer adds its own start token. A base model continues the
+    text, so its pool entry should name ``stop`` strings (the fetched pool's
+    Gemma base entry stops at a blank line).
+    """
+    return "\n\n".join(m.get("content", "") for m in messages) + "\n\n"
+
+
+_TURN_PROBE = "\u2063slm-mux-probe\u2063"
+"""An assistant turn's text that no template writes by itself."""
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The special token the chat template writes after an assistant turn, if any.
+
+    ``<|im_end|>`` (ChatML, SmolLM2), ``<end_of_turn>`` (Gemma), ``<|eot_id|>``
+    (Llama 3): found by rendering a probe turn and reading the token right after it.
+    """
+    from jinja2 import TemplateError
+
+    if not tokenizer.chat_template:
+        return []
+    turns = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _TURN_PROBE}]
+    try:
+        text: str = tokenizer.apply_chat_template(turns, tokenize=False)
+    except TemplateError:
+        return []
+    after = text.partition(_TURN_PROBE)[2]
+    ids: list[int] = tokenizer(after, add_special_tokens=False)["input_ids"][:1]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return [token for token in ids if token in special]
+
+
 def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The prompt text through the model's chat template.
 
     Many templates drop or refuse a ``system`` message (the bundled tiny
     models' writes only user and assistant turns; Gemma's raises). Then the
     system text is put at the head of the first user message instead, so the
-    model still reads every instruction it was given.
+    model still reads every instruction it was given; only a template that
+    drops system turns silently also drops their answer-format paragraphs
+    (:data:`~slm_mux.tasks.base.ANSWER_FORMAT`): models with such templates
+    were trained on bare questions.
     """
     from jinja2 import TemplateError
 
     systems = [m["content"] for m in messages if m["role"] == "system"]
+    refused = False
     try:
         text: str = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
@@ -338,16 +455,26 @@ def _render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     except TemplateError:  # also what a template's own raise_exception raises
         if not systems:
             raise
+        refused = True
     rest = [m for m in messages if m["role"] != "system"]
-    head = "\n\n".join(systems)
+    paragraphs = [part for system in systems for part in system.split("\n\n")]
+    if not refused:
+        paragraphs = [part for part in paragraphs if not part.startswith(ANSWER_FORMAT)]
+    if not paragraphs:
+        return _apply_template(tokenizer, rest)
+    head = "\n\n".join(paragraphs)
     first_user = next((i for i, m in enumerate(rest) if m["role"] == "user"), None)
     if first_user is None:
         rest.insert(0, {"role": "user", "content": head})
     else:
         merged = f"{head}\n\n{rest[first_user]['content']}"
         rest[first_user] = {**rest[first_user], "content": merged}
-    folded: str = tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
-    return folded
+    return _apply_template(tokenizer, rest)
+
+
+def _apply_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    text: str = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text
 
 
 class TransformersConfig(ModelBase):
@@ -355,7 +482,17 @@ class TransformersConfig(ModelBase):
 
     backend: Literal["transformers"] = Field(description="transformers: run in-process.")
     path: str = Field(
-        description="Hub id or directory; ./, ../ and ~ paths are relative to the pool file."
+        description="Hub id, directory or .gguf file; ./, ../ and ~ paths are relative to "
+        "the pool file."
+    )
+    gguf_file: str | None = Field(
+        default=None,
+        description="A .gguf file inside path (a folder or hub id); needs the gguf extra.",
+    )
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Stop strings: a sample ends at the first (cut from its text). The "
+        "end-of-sequence and the chat template's end-of-turn tokens always stop.",
     )
     device: str = Field(
         default="auto",
@@ -388,8 +525,11 @@ class TransformersConfig(ModelBase):
     )
 
     def identity(self) -> dict[str, Any]:
-        """Where the weights are and how they are loaded."""
-        return {"path": self.path, "dtype": self.dtype}
+        """Where the weights are, how they are loaded, and stop strings (when there are any)."""
+        extra: dict[str, Any] = {} if self.gguf_file is None else {"gguf_file": self.gguf_file}
+        if self.stop:
+            extra["stop"] = self.stop
+        return {"path": self.path, "dtype": self.dtype, **extra}
 
     def relative_to(self, base_dir: Path | None) -> TransformersConfig:
         """``./``, ``../`` and ``~`` paths made absolute (relative ones against ``base_dir``)."""
@@ -411,4 +551,6 @@ class TransformersConfig(ModelBase):
             batch_window_ms=self.batch_window_ms,
             max_batch_sequences=self.max_batch_sequences,
             max_batch_tokens=self.max_batch_tokens,
+            gguf_file=self.gguf_file,
+            stop=self.stop,
         )

@@ -65,13 +65,19 @@ _APPROVING = {"approve", "approved", "accept", "accepted", "yes", "correct", "tr
 def approves(reply: str) -> bool:
     """Whether a verifier's reply approves: the word after the last "Verdict", else the
     last verdict word (approve/reject, yes/no, correct/incorrect...); none = reject."""
+    return read_verdict(reply)[0]
+
+
+def read_verdict(reply: str) -> tuple[bool, bool]:
+    """(whether ``reply`` approves, as :func:`approves`; whether it had a "Verdict" line
+    with a verdict word: the replies without one are counted as ``unparsed_verdicts``)."""
     marks = list(_VERDICT_MARK.finditer(reply))
     if marks:
         word = _VERDICT_WORD.search(reply, marks[-1].end())
         if word is not None:
-            return word.group(1).lower() in _APPROVING
+            return word.group(1).lower() in _APPROVING, True
     words = _VERDICT_WORD.findall(reply)
-    return bool(words) and words[-1].lower() in _APPROVING
+    return bool(words) and words[-1].lower() in _APPROVING, False
 
 
 @method(
@@ -108,16 +114,25 @@ async def mav(
     ]
     replies, failed = await call_all(call, [spec for _, spec in checks])
     verdicts: list[list[bool]] = [[] for _ in candidates]
+    unparsed = 0
     for (index, _spec), texts in zip(checks, replies, strict=True):
         if texts is not None:
-            verdicts[index].append(approves(texts[0]))
+            approved, marked = read_verdict(texts[0])
+            verdicts[index].append(approved)
+            unparsed += not marked
     approvals = [sum(votes) / len(votes) if votes else None for votes in verdicts]
     ranked = [i for i, fraction in enumerate(approvals) if fraction is not None]
     # max() keeps the first of equal fractions: ties go to the earliest candidate.
     best = max(ranked, key=lambda i: approvals[i] or 0.0, default=None)
     return MethodOutcome(
         answer=None if best is None else task.extract(candidates[best]),
-        detail={"approvals": approvals, "chosen": best, "failures": failures + failed},
+        detail={
+            "approvals": approvals,
+            "chosen": best,
+            "failures": failures + failed,
+            "verdicts": sum(len(votes) for votes in verdicts),
+            "unparsed_verdicts": unparsed,
+        },
     )
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 from slm_mux.errors import InputError
 from slm_mux.sample import Split
-from slm_mux.tasks.base import Message, Question, Task
+from slm_mux.tasks.base import ANSWER_FORMAT, Message, Question, Task
 
 ProblemType = Literal["add", "sub", "mul"]
 PROBLEM_TYPES: tuple[ProblemType, ...] = ("add", "sub", "mul")
@@ -33,9 +33,15 @@ MAX_OPERAND = 49
 MAX_QUESTIONS = 5_000
 """The most questions :func:`generate_questions` draws per split (all are distinct)."""
 
+ANSWER_FORMAT_HINT = (
+    f"{ANSWER_FORMAT} compute the expression step by step, then write the result on a "
+    "last line as '#### <number>'."
+)
+
 _EXPRESSION = re.compile(r"\d+(?:[+\-*]\d+)*")
 _STEP = re.compile(r"([+\-*])(\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
+_STATED = re.compile(r"answer is:?\s*\**([+-]?\d+)\b(?![.,]\d)", re.IGNORECASE)
 
 
 def problem_type(expression: str) -> ProblemType:
@@ -140,12 +146,26 @@ class ArithTask(Task):
     name = "arith"
 
     def messages(self, question: Question) -> list[Message]:
-        # The bundled models' chat template renders this as "Q: <expression>\nA: ".
-        return [{"role": "user", "content": question.text}]
+        """The answer-format hint as the system message, the bare expression as the user's.
+
+        Real instruction models read the hint; the bundled tiny models, trained on
+        the bare expression, never see it: their template drops system turns, and
+        the in-process backend folds dropped system text into the user's turn
+        except ``Answer format:`` paragraphs
+        (:data:`~slm_mux.tasks.base.ANSWER_FORMAT`), so they still read
+        ``Q: <expression>\nA: `` and the demo's numbers stand.
+        """
+        return [
+            {"role": "system", "content": ANSWER_FORMAT_HINT},
+            {"role": "user", "content": question.text},
+        ]
 
     def extract(self, text: str) -> str | None:
+        """The integer after the last ``####``; else after a last "the answer is"
+        (what real instruction models write when they skip the format)."""
         if "####" not in text:
-            return None
+            stated = _STATED.findall(text)
+            return stated[-1] if stated else None
         tail = text.rsplit("####", 1)[1].split()
         return tail[0] if tail and _INTEGER.fullmatch(tail[0]) else None
 

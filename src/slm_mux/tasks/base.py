@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 Message = dict[str, str]
 
+ANSWER_FORMAT = "Answer format:"
+"""Opens a system paragraph that only says how to write the answer: a chat template
+that drops system turns drops it too (the in-process backend folds the rest)."""
+
 
 def question_hash(text: str) -> str:
     """The id of a question that has none: sha1 of its stripped text, 12 hex digits.
