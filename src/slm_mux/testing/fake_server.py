@@ -42,7 +42,15 @@ def echo_answer(model: str, prompt: str, seed: int | None, index: int) -> str:
     return f"{model} seed={seed} choice={index}: {prompt}"
 
 
-FaultKind = Literal["error", "slow", "malformed_json", "empty_choices", "drop_connection", "reply"]
+FaultKind = Literal[
+    "error",
+    "echo_authorization",
+    "slow",
+    "malformed_json",
+    "empty_choices",
+    "drop_connection",
+    "reply",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,12 @@ class Fault:
     ) -> Fault:
         """Answer with an HTTP error in OpenAI's error shape (and a ``Retry-After`` header)."""
         return cls("error", status=status, message=message, retry_after=retry_after)
+
+    @classmethod
+    def echo_authorization(cls, status: int = 401) -> Fault:
+        """Answer with an HTTP error whose message quotes the request's ``Authorization``
+        header, as some proxies do (to test that clients keep keys out of their errors)."""
+        return cls("echo_authorization", status=status)
 
     @classmethod
     def slow(cls, delay_s: float) -> Fault:
@@ -227,6 +241,8 @@ class FakeServer:
 
     async def _answer(self, request: Request, body: object) -> Response:
         fault = self.faults.pop()
+        if fault is not None and fault.kind == "echo_authorization":
+            return _error(fault.status, f"bad key {request.headers.get('authorization')}")
         if fault is not None and fault.kind != "slow":
             return self._faulty(fault)
         config = self.config
