@@ -17,6 +17,7 @@ Token counts in ``usage`` are whitespace-separated words.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -104,21 +105,31 @@ class Fault:
 
 
 class FaultQueue:
-    """Faults waiting for the next requests, first pushed first applied (thread-safe)."""
+    """Faults waiting for the next requests, first pushed first applied (thread-safe);
+    once they are used up, random faults at the rate :meth:`randomly` set (none by default)."""
 
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
+        self._random: tuple[Fault, float, random.Random] | None = None
 
     def push(self, *faults: Fault) -> None:
         """Apply ``faults`` to the next requests, one each."""
         self._queue.extend(faults)
+
+    def randomly(self, fault: Fault, rate: float, *, seed: int = 0) -> None:
+        """Apply ``fault`` to each request with probability ``rate`` (seeded), after the pushed ones."""
+        self._random = (fault, rate, random.Random(seed))
 
     def pop(self) -> Fault | None:
         """The fault for the request arriving now, if any."""
         try:
             return self._queue.popleft()
         except IndexError:
+            pass
+        if self._random is None:
             return None
+        fault, rate, rng = self._random
+        return fault if rng.random() < rate else None
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -29,7 +29,7 @@ async def test_a_random_500_is_retried_alone_and_the_only_server_stays_in_servic
     url, server = fake_server
     server.faults.push(Fault.error(500, "random failure"))
     clock = ManualClock()
-    backend = make_backend(url, clock=clock, sleep=clock.sleep, backoff_base_s=0.5)
+    backend = make_backend(url, clock=clock, sleep=clock.sleep, retry_base_s=0.5)
     results = await asyncio.gather(*(backend.generate(ask()) for _ in range(8)))
     assert all(len(completions) == 1 for completions in results)
     assert server.request_count == 9

@@ -25,6 +25,7 @@ def replica_set(
         seed=seed,
         backoff_base_s=1.0,
         backoff_max_s=8.0,
+        retry_base_s=1.0,
         clock=clock,
         sleep=sleep or clock.sleep,
     )
@@ -347,3 +348,13 @@ def test_every_wait_for_a_slot_has_a_deadline() -> None:
 
     asyncio.run(run())
     assert clock.slept and set(clock.slept) == {8.0}
+
+
+def test_quick_failures_do_not_outvote_answers_still_in_flight() -> None:
+    replicas = replica_set(16)
+    (only,) = replicas.replicas
+    only.in_flight = 16  # a burst: errors come back at once, answers take a while
+    for _ in range(6):
+        assert not replicas.failed(only, routed_one(replicas, only), "error", retry_after=None)
+        only.in_flight -= 1
+    assert only.cooldowns == 0

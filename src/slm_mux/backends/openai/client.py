@@ -110,8 +110,10 @@ class OpenAICompatibleBackend:
     each a URL or ``(URL, max_concurrency)``; a bare URL takes ``max_concurrency``.
     A URL may carry ``user:password@`` credentials, sent as HTTP Basic auth (then
     without ``api_key_env``); the backend shows and keys the URL without them.
-    ``clock`` and ``sleep`` time latencies, cooldowns and pacing (replaceable
-    for tests; see :class:`slm_mux.testing.ManualClock`).
+    A replica's cooldowns back off from ``backoff_base_s``, a failed request's own
+    retries from ``retry_base_s`` (:class:`~.replicas.ReplicaSet`), both up to
+    ``backoff_max_s``. ``clock`` and ``sleep`` time latencies, cooldowns and pacing
+    (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class OpenAICompatibleBackend:
         price: Price | None = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        retry_base_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -174,6 +177,7 @@ class OpenAICompatibleBackend:
             seed=name,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
+            retry_base_s=retry_base_s,
             clock=clock,
             sleep=sleep,
         )

@@ -21,9 +21,11 @@ server is a set of one):
   - an error *rate*: other failures (5xx, timeouts, malformed replies) when at
     least :data:`RATE_MIN_FAILURES` of the replica's last :data:`RATE_WINDOW`
     attempts within :data:`RATE_WINDOW_S` seconds failed, and they are at least
-    :data:`RATE_MIN_SHARE` of those attempts (so 15 % random 500s never cool a
-    server; a server failing half its requests does). Cooling clears the window:
-    the next cooldown needs fresh evidence.
+    :data:`RATE_MIN_SHARE` of those attempts plus the other requests still in
+    flight there (errors come back faster than answers: a burst of quick failures
+    must not outvote the answers still on their way). So 15 % random 500s do not
+    cool a server; one failing every request does, after 5 to ``capacity / 2``
+    failures. Cooling clears the window: the next cooldown needs fresh evidence.
 
   A cooldown lasts the server's ``Retry-After`` seconds when it sent one, else an
   exponential backoff with jitter in the replica's consecutive cooldowns
@@ -111,19 +113,24 @@ class Replica(Generic[T]):
         """A snapshot of the counters, under the URL without any user or password in it."""
         return ReplicaStats(shown_url(self.url), self.requests, self.errors, self.cooldowns)
 
-    def failing(self, now: float) -> bool:
-        """Whether the recent attempts meet the error-rate rule (the module's docstring)."""
+    def failing(self, now: float, pending: int) -> bool:
+        """Whether the recent attempts, with ``pending`` others in flight, meet the
+        error-rate rule (the module's docstring)."""
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
             self.recent.popleft()
         failures = sum(failed for _, failed in self.recent)
-        return failures >= RATE_MIN_FAILURES and failures >= RATE_MIN_SHARE * len(self.recent)
+        attempts = len(self.recent) + pending
+        return failures >= RATE_MIN_FAILURES and failures >= RATE_MIN_SHARE * attempts
 
 
 class ReplicaSet(Generic[T]):
     """Routes requests over ``replicas``: least busy first, cooling replicas skipped.
 
-    ``seed`` (the model's name) seeds the tie-break and the backoff jitter;
-    ``clock`` and ``sleep`` are replaceable for tests.
+    ``seed`` (the model's name) seeds the tie-break and the backoff jitter.
+    Cooldowns back off from ``backoff_base_s``, a request's own retries from the
+    shorter ``retry_base_s`` (a random error on a healthy server is best retried
+    soon); both stop at ``backoff_max_s``. ``clock`` and ``sleep`` are replaceable
+    for tests.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class ReplicaSet(Generic[T]):
         seed: str,
         backoff_base_s: float,
         backoff_max_s: float,
+        retry_base_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -141,6 +149,7 @@ class ReplicaSet(Generic[T]):
         self.replicas = list(replicas)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        self.retry_base_s = retry_base_s
         self._clock = clock
         self._sleep = sleep
         self._tie_break = random.Random(f"replicas:{seed}")
@@ -257,7 +266,7 @@ class ReplicaSet(Generic[T]):
         now = self._clock()
         if evidence == "error":
             replica.recent.append((now, True))
-            if replica.failing(now):
+            if replica.failing(now, pending=max(replica.in_flight - 1, 0)):  # not this one
                 self._cool(replica, number, None, now)
         else:
             self._cool(replica, number, retry_after, now)
@@ -292,9 +301,9 @@ class ReplicaSet(Generic[T]):
     def retry_delay(self, attempt: int, retry_after: float | None) -> float:
         """How long a request waits on its own before retry ``attempt`` (1-based) when its
         replica stays in service: the ``Retry-After`` it got, else a seeded, jittered
-        exponential backoff; both capped at ``backoff_max_s``."""
+        exponential backoff from ``retry_base_s``; both capped at ``backoff_max_s``."""
         if retry_after is None:
-            return backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, self._jitter)
+            return backoff_delay(attempt, self.retry_base_s, self.backoff_max_s, self._jitter)
         return min(retry_after, self.backoff_max_s)
 
     def stats(self) -> list[ReplicaStats]:
