@@ -117,7 +117,8 @@ class FaultQueue:
         self._queue.extend(faults)
 
     def randomly(self, fault: Fault, rate: float, *, seed: int = 0) -> None:
-        """Apply ``fault`` to each request with probability ``rate`` (seeded), after the pushed ones."""
+        """Apply ``fault`` to each request with probability ``rate`` (seeded) once the
+        pushed faults are used up."""
         self._random = (fault, rate, random.Random(seed))
 
     def pop(self) -> Fault | None:
