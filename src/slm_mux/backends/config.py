@@ -28,7 +28,7 @@ from slm_mux.errors import InputError
 MAX_K = 1000
 """Most samples per model per question: the bound of the CLI's ``--k`` and ``--samples``."""
 MAX_SEED = 2**32 - 1
-"""Seeds are 32-bit, as on the CLI: every consumer (numpy, ``random``, torch, servers) takes them."""
+"""Seeds are 32-bit, as on the CLI: numpy, ``random``, torch and servers all take them."""
 
 KEY_ERROR = "pool_key"
 """The type of :func:`key_error`'s errors; the pool file appends ``ctx["key"]`` to the location."""
