@@ -96,9 +96,10 @@ async def test_n_support_is_learned_per_replica() -> None:
             await made.aclose()
     learned = [r.target.supports_n for r in made.replicas.replicas]
     assert learned == [True, False]
-    # Once learned, n-requests go only where n is honoured; top-ups go anywhere.
+    # Once learned (two short replies), n-requests go only where n is honoured;
+    # top-ups go anywhere.
     taught = [r.body.get("n") for r in ignores.requests].count(3)
-    assert taught <= 1
+    assert taught == 2
     assert [r.body.get("n") for r in honours.requests].count(3) == 4 - taught
 
 

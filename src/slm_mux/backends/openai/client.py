@@ -7,13 +7,14 @@ environment variable holding the API key, and extra headers.
 Policy, all ours (requests go out through :mod:`.http`, on aiohttp; bodies and
 replies are read in :mod:`.wire`):
 
-* ``n`` samples go in one request. A server that answers with fewer choices,
-  or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
-  model) as not supporting ``n``; the missing samples, and every later
-  request, go as parallel single requests. Single request ``i`` uses seed
-  ``seed + i``, so sample 0 keeps the request's seed. What was learned is
-  also written to the capability cache (:mod:`.endpoints`), so the next
-  process starts with it instead of paying a second round trip.
+* ``n`` samples go in one request. When a server answers with fewer choices,
+  or with a 400 that mentions ``n``, the missing samples go as parallel single
+  requests; a server that does so consistently (:mod:`.endpoints`) is remembered
+  per endpoint (base URL + model) as not supporting ``n``, and every later
+  request goes as single requests. Single request ``i`` uses seed ``seed + i``,
+  so sample 0 keeps the request's seed. What was learned is also written to the
+  capability cache (:mod:`.endpoints`; entries expire after a day), so the next
+  process starts with it.
 * Completions are handed back as they finish (:meth:`OpenAICompatibleBackend.stream`):
   the ``n``-request's choices together, then each single request on its own.
 * Backends on the same endpoint share one concurrency limit and one
@@ -221,10 +222,7 @@ class OpenAICompatibleBackend:
             else:
                 first = first[: request.n]
                 got = len(first)
-                if got == request.n and answered.supports_n is None:
-                    await answered.learn(True)
-                elif got < request.n and not self._always_n:
-                    await answered.learn(False)
+                await answered.observe(got == request.n)  # a pool's supports_n pins it
                 self.usage.add(first)
                 yield list(enumerate(first))
         async for batch in self._singles(request, start=got):
@@ -323,7 +321,7 @@ class OpenAICompatibleBackend:
             raise
         except _NUnsupported:
             outcome = "error"
-            await replica.target.learn(False)
+            await replica.target.observe(False)
             raise
         except Exception:
             outcome = "error"
