@@ -109,6 +109,22 @@ async def test_an_echoed_key_in_retried_failures_never_reaches_the_error(
     assert str(caught.value).endswith("502: bad key Bearer ***")
 
 
+async def test_no_part_of_a_long_echoed_key_survives_cutting_the_message_short(
+    fake_server: tuple[str, FakeServer],
+    make_backend: MakeBackend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, server = fake_server
+    long_key = "sk-" + "0123456789" * 40  # longer than a one-line message may be
+    monkeypatch.setenv("SLM_MUX_TEST_KEY", long_key)
+    server.faults.push(Fault.echo_authorization(401))
+    backend = make_backend(url, api_key_env="SLM_MUX_TEST_KEY")
+    with pytest.raises(BackendError) as caught:
+        await backend.generate(ask())
+    assert long_key[:12] not in str(caught.value)
+    assert str(caught.value).endswith("bad key Bearer ***")
+
+
 async def test_url_credentials_are_sent_as_basic_auth_and_never_shown(
     fake_server: tuple[str, FakeServer], make_backend: MakeBackend
 ) -> None:

@@ -348,7 +348,8 @@ class OpenAICompatibleBackend:
                 raise _Retryable(f"no response within {self.timeout_s:g}s") from None
             except TransportError as error:
                 raise _Retryable(
-                    f"connection error: {one_line(str(error)) or type(error).__name__}",
+                    "connection error: "
+                    f"{one_line(redact(str(error), self._secrets)) or type(error).__name__}",
                     "down" if error.down else "error",
                 ) from None
             latency = self._clock() - started
@@ -362,7 +363,7 @@ class OpenAICompatibleBackend:
     def _status_failure(self, response: Reply, body: dict[str, object], url: str) -> Exception:
         """What an HTTP error status means for us: retry, fall back from ``n``, or fail."""
         status = response.status
-        message = server_message(response.content, response.reason)
+        message = server_message(response.content, response.reason, self._secrets)
         if status in _RETRY_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             overloaded = status == 429 or (status == 503 and retry_after is not None)
