@@ -16,6 +16,12 @@ from __future__ import annotations
 DEFAULT_K = 3
 """Samples per model in one SLM-MUX vote when nothing says otherwise (the paper's k)."""
 
+MAX_K = 1000
+"""Most samples per model per question, wherever k is given: ``--k``, ``--samples``,
+a pool file's ``k``, a ``serve`` request's ``k``."""
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit wherever given: numpy, ``random``, torch and servers all take them."""
+
 
 def offline_k(fewest: int, most: int, *, replaying: bool = False) -> int:
     """The ``k`` of an offline vote without ``--k``, over a store whose models hold from

@@ -9,10 +9,23 @@ The hierarchy::
     └── BackendError            a model server or in-process model failed
 
 Every message is one line that names the culprit (file:line, model, key or
-question), so the CLI can print it without a traceback.
+question), so the CLI can print it without a traceback. A message that quotes a
+server passes through :func:`redact` first.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+
+REDACTED = "***"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by ``***``
+    (longest first, so a secret that contains another goes whole)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 class SlmMuxError(Exception):

@@ -163,6 +163,9 @@ def pool_from_dict(data: object, *, source: str = "pool", base_dir: Path | None 
     )
 
 
+TOO_DEEP = "nested too deeply to be a pool file"
+
+
 def _parse_toml(source: str, text: str) -> object:
     if sys.version_info >= (3, 11):
         import tomllib
@@ -170,6 +173,8 @@ def _parse_toml(source: str, text: str) -> object:
         import tomli as tomllib
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise FormatError(source, None, TOO_DEEP) from None
     except tomllib.TOMLDecodeError as error:
         message = str(error)
         found = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
@@ -198,6 +203,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _parse_yaml(source: str, text: str) -> object:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise FormatError(source, None, TOO_DEEP) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

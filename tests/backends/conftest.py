@@ -30,6 +30,7 @@ async def make_backend() -> AsyncIterator[Callable[..., OpenAICompatibleBackend]
             "max_retries": 2,
             "backoff_base_s": 0.01,
             "backoff_max_s": 1.0,
+            "retry_base_s": 0.01,
         }
         settings.update(options)
         backend = OpenAICompatibleBackend(name, base_url=base_url, **settings)

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from slm_mux.testing import FakeServer, FakeServerConfig, Fault, echo_answer, run_fake_server
+from slm_mux.testing.fake_server import FaultQueue
 
 
 def chat(url: str, **body: object) -> httpx.Response:
@@ -93,3 +94,16 @@ def test_rejects_bad_requests(
     response = httpx.post(f"{url}/chat/completions", json=body, timeout=5.0)
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
+
+
+def test_random_faults_follow_their_seed_and_rate() -> None:
+    def draws(seed: int) -> list[bool]:
+        queue = FaultQueue()
+        queue.push(Fault.malformed_json())
+        queue.randomly(Fault.error(500), 0.25, seed=seed)
+        first = queue.pop()
+        assert first is not None and first.kind == "malformed_json"
+        return [queue.pop() is not None for _ in range(400)]
+
+    assert draws(1) == draws(1) != draws(2)
+    assert 60 <= sum(draws(1)) <= 140

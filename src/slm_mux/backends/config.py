@@ -3,6 +3,10 @@
 Each backend's own entry (``backend: openai`` and its keys, ...) subclasses
 :class:`ModelBase` in the backend's module and builds the backend; the pool
 file (:mod:`slm_mux.pool`) picks the class by the ``backend`` key.
+
+Types are strict: ``k: 3.0``, ``k: true`` or ``temperature: "0.5"`` are errors,
+not silently converted (an integer is still a valid float), and floats must be
+finite. ``k`` and ``seed`` have the CLI's bounds (:data:`MAX_K`, :data:`MAX_SEED`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Backend, Price
-from slm_mux.defaults import DEFAULT_K
+from slm_mux.defaults import DEFAULT_K, MAX_K, MAX_SEED
 from slm_mux.errors import InputError
 
 KEY_ERROR = "pool_key"
@@ -32,9 +36,9 @@ def key_error(key: str, reason: str) -> PydanticCustomError:
 
 
 class Strict(BaseModel):
-    """A pool-file section: unknown keys are errors, values are frozen."""
+    """A pool-file section: unknown keys are errors, types strict, floats finite, values frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PriceConfig(Strict):
@@ -57,6 +61,7 @@ class Defaults(Strict):
     k: int = Field(
         default=DEFAULT_K,
         ge=1,
+        le=MAX_K,
         description=f"Samples per model in one SLM-MUX vote (the paper's k, {DEFAULT_K}); "
         "also how many samples a collection stores unless --samples says otherwise.",
     )
@@ -65,7 +70,7 @@ class Defaults(Strict):
         default=1.0, gt=0, le=1, description="Nucleus sampling mass (1: off, as in the paper)."
     )
     seed: int | None = Field(
-        default=0, description="Base sampling seed; null for unseeded sampling."
+        default=0, ge=0, le=MAX_SEED, description="Base sampling seed; null for unseeded sampling."
     )
     adaptive: str = Field(
         default="full",
@@ -98,7 +103,9 @@ class ModelBase(Strict, ABC):
     """The keys every model entry has; subclasses add their backend's keys."""
 
     name: str = Field(
-        min_length=1, description="The model's name in the pool, the store and reports."
+        min_length=1,
+        description="The model's name in the pool, the store and reports (no commas, which "
+        "separate names on the command line, and no line breaks or other control characters).",
     )
     backend: str = Field(description="Which backend runs it: openai, transformers or scripted.")
     validation_accuracy: float | None = Field(
@@ -113,10 +120,21 @@ class ModelBase(Strict, ABC):
     temperature: float | None = Field(
         default=None, ge=0, description="Overrides defaults.temperature."
     )
-    k: int | None = Field(default=None, ge=1, description="Overrides defaults.k.")
+    k: int | None = Field(default=None, ge=1, le=MAX_K, description="Overrides defaults.k.")
     max_tokens: int | None = Field(default=None, ge=1, description="Overrides defaults.max_tokens.")
-    seed: int | None = Field(default=None, description="Overrides defaults.seed.")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="Overrides defaults.seed."
+    )
     top_p: float | None = Field(default=None, gt=0, le=1, description="Overrides defaults.top_p.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if any(char == "," or not char.isprintable() for char in name):
+            raise PydanticCustomError(
+                "pool_name", "a model name cannot hold commas, line breaks or control characters"
+            )
+        return name
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from slm_mux.adaptive import Policy
-from slm_mux.defaults import DEFAULT_K
+from slm_mux.defaults import DEFAULT_K, MAX_K, MAX_SEED
 from slm_mux.errors import InputError
 from slm_mux.tasks.loading import Shard
 
-MAX_SAMPLES = 1000
-"""Upper bound of ``--k`` and ``--samples`` (samples per model per question)."""
 MAX_TRIALS = 10_000
 MAX_MODELS = 1000
 MAX_LIMIT = 10_000_000
@@ -26,8 +24,6 @@ MAX_ROUNDS = 100
 """Upper bound of ``compare --rounds`` and ``--layers``."""
 MAX_WORKERS = 256
 """Upper bound of ``serve --workers``."""
-MAX_SEED = 2**32 - 1
-"""Seeds are 32-bit: every consumer (numpy, ``random``, torch, servers) takes them."""
 
 SPLITS = ["validation", "test"]
 
@@ -87,7 +83,7 @@ def integer(low: int, high: int) -> Callable[[str], int]:
 
 
 SEED = integer(0, MAX_SEED)
-SAMPLES = integer(1, MAX_SAMPLES)
+SAMPLES = integer(1, MAX_K)
 TRIALS = integer(1, MAX_TRIALS)
 LIMIT = integer(1, MAX_LIMIT)
 

@@ -18,14 +18,13 @@ from typing import Any
 
 import orjson
 
+from slm_mux.defaults import MAX_K, MAX_SEED
 from slm_mux.engine import Answer
 from slm_mux.methods import live_methods, sampled_live_methods
 from slm_mux.server.stops import MAX_STOPS, cut
 
-MAX_K = 1000
 MAX_N = 128
 """Most replies a pass-through request may ask for (OpenAI's own limit)."""
-MAX_SEED = 2**32 - 1
 ROLES = ("system", "developer", "user", "assistant")
 
 NEUTRAL: Mapping[str, object] = {

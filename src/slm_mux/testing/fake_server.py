@@ -17,6 +17,7 @@ Token counts in ``usage`` are whitespace-separated words.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -42,7 +43,15 @@ def echo_answer(model: str, prompt: str, seed: int | None, index: int) -> str:
     return f"{model} seed={seed} choice={index}: {prompt}"
 
 
-FaultKind = Literal["error", "slow", "malformed_json", "empty_choices", "drop_connection", "reply"]
+FaultKind = Literal[
+    "error",
+    "echo_authorization",
+    "slow",
+    "malformed_json",
+    "empty_choices",
+    "drop_connection",
+    "reply",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,12 @@ class Fault:
     ) -> Fault:
         """Answer with an HTTP error in OpenAI's error shape (and a ``Retry-After`` header)."""
         return cls("error", status=status, message=message, retry_after=retry_after)
+
+    @classmethod
+    def echo_authorization(cls, status: int = 401) -> Fault:
+        """Answer with an HTTP error whose message quotes the request's ``Authorization``
+        header, as some proxies do (to test that clients keep keys out of their errors)."""
+        return cls("echo_authorization", status=status)
 
     @classmethod
     def slow(cls, delay_s: float) -> Fault:
@@ -90,21 +105,32 @@ class Fault:
 
 
 class FaultQueue:
-    """Faults waiting for the next requests, first pushed first applied (thread-safe)."""
+    """Faults waiting for the next requests, first pushed first applied (thread-safe);
+    once they are used up, random faults at the rate :meth:`randomly` set (none by default)."""
 
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
+        self._random: tuple[Fault, float, random.Random] | None = None
 
     def push(self, *faults: Fault) -> None:
         """Apply ``faults`` to the next requests, one each."""
         self._queue.extend(faults)
+
+    def randomly(self, fault: Fault, rate: float, *, seed: int = 0) -> None:
+        """Apply ``fault`` to each request with probability ``rate`` (seeded) once the
+        pushed faults are used up."""
+        self._random = (fault, rate, random.Random(seed))
 
     def pop(self) -> Fault | None:
         """The fault for the request arriving now, if any."""
         try:
             return self._queue.popleft()
         except IndexError:
+            pass
+        if self._random is None:
             return None
+        fault, rate, rng = self._random
+        return fault if rng.random() < rate else None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -227,6 +253,8 @@ class FakeServer:
 
     async def _answer(self, request: Request, body: object) -> Response:
         fault = self.faults.pop()
+        if fault is not None and fault.kind == "echo_authorization":
+            return _error(fault.status, f"bad key {request.headers.get('authorization')}")
         if fault is not None and fault.kind != "slow":
             return self._faulty(fault)
         config = self.config

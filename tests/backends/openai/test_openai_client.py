@@ -99,15 +99,19 @@ async def test_ignored_n_falls_back_to_single_requests_and_is_remembered(
         assert sorted(r.body["seed"] for r in server.requests[1:]) == [6, 7]
         assert [c.text for c in first] == [expected(5, 0), expected(6, 0), expected(7, 0)]
 
+        # One short reply is not proof: n is tried once more; two in a row are.
         second = await backend.generate(ask(3, seed=5))
-        assert server.request_count == 6
-        assert all("n" not in r.body for r in server.requests[3:])
+        assert [r.body.get("n") for r in server.requests[3:]] == [3, None, None]
         assert [c.text for c in second] == [c.text for c in first]
+        third = await backend.generate(ask(3, seed=5))
+        assert server.request_count == 9
+        assert all("n" not in r.body for r in server.requests[6:])
+        assert [c.text for c in third] == [c.text for c in first]
 
         # The memory belongs to the endpoint, not to one backend.
         await make_backend(url, name="qwen-hot").generate(ask(2))
-        assert server.request_count == 8
-        assert all("n" not in r.body for r in server.requests[6:])
+        assert server.request_count == 11
+        assert all("n" not in r.body for r in server.requests[9:])
 
 
 async def test_a_400_about_n_falls_back_to_single_requests(make_backend: MakeBackend) -> None:
@@ -117,7 +121,9 @@ async def test_a_400_about_n_falls_back_to_single_requests(make_backend: MakeBac
         assert server.request_count == 4  # the rejected n=3 request, then 3 singles
         assert sorted(c.text for c in completions) == sorted(expected(11 + i, 0) for i in range(3))
         await backend.generate(ask(3))
-        assert server.request_count == 7
+        assert server.request_count == 8  # rejected again: now n is known to be refused
+        await backend.generate(ask(3))
+        assert server.request_count == 11
 
 
 @pytest.mark.parametrize(("supports_n", "sent_n"), [(False, [None, None, None]), (True, [3])])

@@ -38,7 +38,7 @@ def test_collect_stores_per_replica_counters_that_status_shows(
         (url_a, server_a), (url_b, server_b) = (
             stack.enter_context(run_fake_server()) for _ in range(2)
         )
-        server_b.faults.push(Fault.error(500, "boom"))
+        server_b.faults.push(Fault.error(429, "busy", retry_after=0.05))
         pool = tmp_path / "pool.yaml"
         pool.write_text(
             "defaults: {k: 2}\nmodels:\n"

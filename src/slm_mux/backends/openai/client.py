@@ -7,13 +7,14 @@ environment variable holding the API key, and extra headers.
 Policy, all ours (requests go out through :mod:`.http`, on aiohttp; bodies and
 replies are read in :mod:`.wire`):
 
-* ``n`` samples go in one request. A server that answers with fewer choices,
-  or with a 400 that mentions ``n``, is remembered per endpoint (base URL +
-  model) as not supporting ``n``; the missing samples, and every later
-  request, go as parallel single requests. Single request ``i`` uses seed
-  ``seed + i``, so sample 0 keeps the request's seed. What was learned is
-  also written to the capability cache (:mod:`.endpoints`), so the next
-  process starts with it instead of paying a second round trip.
+* ``n`` samples go in one request. When a server answers with fewer choices,
+  or with a 400 that mentions ``n``, the missing samples go as parallel single
+  requests; a server that does so consistently (:mod:`.endpoints`) is remembered
+  per endpoint (base URL + model) as not supporting ``n``, and every later
+  request goes as single requests. Single request ``i`` uses seed ``seed + i``,
+  so sample 0 keeps the request's seed. What was learned is also written to the
+  capability cache (:mod:`.endpoints`; entries expire after a day), so the next
+  process starts with it.
 * Completions are handed back as they finish (:meth:`OpenAICompatibleBackend.stream`):
   the ``n``-request's choices together, then each single request on its own.
 * Backends on the same endpoint share one concurrency limit and one
@@ -25,11 +26,17 @@ replies are read in :mod:`.wire`):
   different servers); an ``n``-request goes only to replicas not known to
   refuse ``n``.
 * 408, 409, 429, 5xx, connection errors, timeouts, malformed JSON and empty
-  ``choices`` are retried: the replica that failed cools down for the server's
-  ``Retry-After`` seconds or an exponential backoff with jitter (both capped at
-  ``backoff_max_s``), and the retry goes to another replica, or waits for the
-  first to recover. Other 4xx fail at once. Every attempt is bounded by
-  ``timeout_s``.
+  ``choices`` are retried, up to ``max_retries`` times per request. A failed
+  request is retried on its own: it backs off (seeded jitter, or the
+  ``Retry-After`` it got) while its replica stays in service for every other
+  request. A replica cools down only on evidence that it is down or overloaded
+  (a refused or reset connection, a 429, a 503 with ``Retry-After``, or an error
+  rate: the rule is in :mod:`.replicas`); then the retry goes to another replica,
+  or waits for the first to recover. Other 4xx fail at once. Every attempt is
+  bounded by ``timeout_s``.
+* Secrets never leave in an error: every :class:`~slm_mux.errors.BackendError`
+  this backend raises has the API key and any URL credentials (sent as HTTP
+  Basic auth) replaced by ``***``, and names servers without credentials.
 """
 
 from __future__ import annotations
@@ -53,8 +60,8 @@ from slm_mux.backends.base import (
     gather_stream,
 )
 from slm_mux.backends.openai.endpoints import Endpoint, endpoint
-from slm_mux.backends.openai.http import HttpClient, Reply, TransportError
-from slm_mux.backends.openai.replicas import Replica, ReplicaSet
+from slm_mux.backends.openai.http import HttpClient, Reply, TransportError, url_secrets
+from slm_mux.backends.openai.replicas import Evidence, Replica, ReplicaSet, shown_url
 from slm_mux.backends.openai.wire import (
     REJECTS_N,
     MalformedReply,
@@ -64,7 +71,7 @@ from slm_mux.backends.openai.wire import (
     request_body,
     server_message,
 )
-from slm_mux.errors import BackendError, InputError
+from slm_mux.errors import BackendError, InputError, redact
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
 
@@ -72,11 +79,16 @@ _RETRY_STATUSES = frozenset({408, 409, 429})
 class _Retryable(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, evidence: Evidence = "error", retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
+        self.evidence: Evidence = evidence
         self.retry_after = retry_after
         self.url = ""
         """The replica that failed (set where the attempt was routed)."""
+        self.cooling = False
+        """Whether that replica cools down now (else the request backs off on its own)."""
 
 
 class _NUnsupported(Exception):
@@ -97,8 +109,12 @@ class OpenAICompatibleBackend:
 
     ``base_url`` is one server, or a list of replicas serving the same model,
     each a URL or ``(URL, max_concurrency)``; a bare URL takes ``max_concurrency``.
-    ``clock`` and ``sleep`` time latencies, cooldowns and pacing (replaceable
-    for tests; see :class:`slm_mux.testing.ManualClock`).
+    A URL may carry ``user:password@`` credentials, sent as HTTP Basic auth (then
+    without ``api_key_env``); the backend shows and keys the URL without them.
+    A replica's cooldowns back off from ``backoff_base_s``, a failed request's own
+    retries from ``retry_base_s`` (:class:`~.replicas.ReplicaSet`), both up to
+    ``backoff_max_s``. ``clock`` and ``sleep`` time latencies, cooldowns and pacing
+    (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
     """
 
     def __init__(
@@ -117,15 +133,25 @@ class OpenAICompatibleBackend:
         price: Price | None = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        retry_base_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        entries = [base_url] if isinstance(base_url, str) else list(base_url)
+        urls = [(entry if isinstance(entry, str) else entry[0]).rstrip("/") for entry in entries]
+        secrets = [secret for url in urls for secret in url_secrets(url)]
         api_key = "unused"
         if api_key_env is not None:
             value = os.environ.get(api_key_env)
             if not value:
                 raise InputError(f"model {name!r}: environment variable {api_key_env} is not set")
+            if secrets:
+                raise InputError(
+                    f"model {name!r}: give api_key_env or credentials in the URL, not both"
+                )
             api_key = value
+            secrets.append(value)
+        self._secrets = tuple(secrets)
         self.name = name
         self.model = model
         self.timeout_s = timeout_s
@@ -134,13 +160,16 @@ class OpenAICompatibleBackend:
         self.usage = Usage()
         self.waits: deque[tuple[str, float]] = deque(maxlen=256)
         """The latest waits before an attempt, newest last: ``("retry", s)`` while every
-        replica cooled down, or ``("pace", s)`` under the requests-per-minute limit."""
+        replica cooled down, ``("backoff", s)`` when a failed request waited on its own
+        before its retry, or ``("pace", s)`` under the requests-per-minute limit."""
         self._always_n = supports_n is True
-        entries = [base_url] if isinstance(base_url, str) else list(base_url)
+        self._signed_urls: dict[str, str] = {}
+        """Each replica's URL as given (credentials included), by its shown URL."""
         replicas = []
-        for entry in entries:
-            url, limit = (entry, max_concurrency) if isinstance(entry, str) else entry
-            url = url.rstrip("/")
+        for entry, signed in zip(entries, urls, strict=True):
+            limit = max_concurrency if isinstance(entry, str) else entry[1]
+            url = shown_url(signed)
+            self._signed_urls[url] = signed
             state = endpoint(name, url, model, limit, requests_per_minute, supports_n)
             replicas.append(Replica(url, limit, state))
         self.base_urls = [replica.url for replica in replicas]
@@ -149,6 +178,7 @@ class OpenAICompatibleBackend:
             seed=name,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
+            retry_base_s=retry_base_s,
             clock=clock,
             sleep=sleep,
         )
@@ -192,10 +222,7 @@ class OpenAICompatibleBackend:
             else:
                 first = first[: request.n]
                 got = len(first)
-                if got == request.n and answered.supports_n is None:
-                    await answered.learn(True)
-                elif got < request.n and not self._always_n:
-                    await answered.learn(False)
+                await answered.observe(got == request.n)  # a pool's supports_n pins it
                 self.usage.add(first)
                 yield list(enumerate(first))
         async for batch in self._singles(request, start=got):
@@ -232,7 +259,7 @@ class OpenAICompatibleBackend:
         client = clients.get(replica.url)
         if client is None:
             client = HttpClient(
-                replica.url,
+                self._signed_urls[replica.url],
                 api_key=self._api_key,
                 headers=self._headers,
                 max_concurrency=replica.capacity,
@@ -253,26 +280,34 @@ class OpenAICompatibleBackend:
                 return await self._attempt(body, usable)
             except _Retryable as failure:
                 if attempt > self.max_retries:
-                    raise BackendError(
-                        f"model {self.name!r}: gave up after {attempt} attempts at "
-                        f"{failure.url}: {failure}"
+                    raise self._error(
+                        f"gave up after {attempt} attempts at {failure.url}: {failure}"
                     ) from None
+                if not failure.cooling:  # its replica serves on: this request backs off alone
+                    delay = self.replicas.retry_delay(attempt, failure.retry_after)
+                    self.waits.append(("backoff", delay))
+                    await self._sleep(delay)
                 attempt += 1
+
+    def _error(self, message: str) -> BackendError:
+        """A :class:`BackendError` about this model, with every secret of it redacted."""
+        return BackendError(redact(f"model {self.name!r}: {message}", self._secrets))
 
     async def _attempt(
         self, body: dict[str, object], usable: Callable[[Endpoint], bool] | None
     ) -> tuple[list[Completion], Endpoint]:
         """One HTTP round trip to the least busy usable replica (waiting while all cool down).
 
-        A retryable failure cools the replica down; a refusal of ``n`` is learned.
+        A retryable failure is reported to the replica set (which may cool the replica
+        down); a refusal of ``n`` is learned.
         """
         routed = await self.replicas.acquire(usable)
         if routed is None:
             raise _NUnsupported("no replica honours n")
         replica, waited = routed
+        number = replica.requests  # this request's number at the replica
         if waited > 0:
             self.waits.append(("retry", waited))
-        sent_at = self.replicas.now()
         outcome: Literal["ok", "error", "cancelled"] = "cancelled"
         try:
             completions = await self._send(replica, body)
@@ -280,11 +315,13 @@ class OpenAICompatibleBackend:
         except _Retryable as failure:
             outcome = "error"
             failure.url = replica.url
-            self.replicas.cool(replica, sent_at, failure.retry_after)
+            failure.cooling = self.replicas.failed(
+                replica, number, failure.evidence, failure.retry_after
+            )
             raise
         except _NUnsupported:
             outcome = "error"
-            await replica.target.learn(False)
+            await replica.target.observe(False)
             raise
         except Exception:
             outcome = "error"
@@ -311,7 +348,9 @@ class OpenAICompatibleBackend:
                 raise _Retryable(f"no response within {self.timeout_s:g}s") from None
             except TransportError as error:
                 raise _Retryable(
-                    f"connection error: {one_line(str(error)) or type(error).__name__}"
+                    "connection error: "
+                    f"{one_line(redact(str(error), self._secrets)) or type(error).__name__}",
+                    "down" if error.down else "error",
                 ) from None
             latency = self._clock() - started
         if response.status >= 400:
@@ -324,10 +363,13 @@ class OpenAICompatibleBackend:
     def _status_failure(self, response: Reply, body: dict[str, object], url: str) -> Exception:
         """What an HTTP error status means for us: retry, fall back from ``n``, or fail."""
         status = response.status
-        message = server_message(response.content, response.reason)
+        message = server_message(response.content, response.reason, self._secrets)
         if status in _RETRY_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            return _Retryable(f"{status}: {message}", retry_after)
+            overloaded = status == 429 or (status == 503 and retry_after is not None)
+            return _Retryable(
+                f"{status}: {message}", "overloaded" if overloaded else "error", retry_after
+            )
         if status == 400 and "n" in body and not self._always_n and REJECTS_N.search(message):
             return _NUnsupported(message)
-        return BackendError(f"model {self.name!r}: {status} from {url}: {message}")
+        return self._error(f"{status} from {url}: {message}")

@@ -1,12 +1,15 @@
 """The pool-file entry of an OpenAI-compatible model (``backend: openai``).
 
 Importing it is light (pydantic only): the client, and with it ``aiohttp``,
-loads when :meth:`OpenAIConfig.build` runs.
+loads when :meth:`OpenAIConfig.build` runs. Server URLs are checked when the pool
+loads (:func:`url_problem`); ``user:password@`` credentials in one are sent as HTTP
+Basic auth and appear in no message.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
@@ -14,6 +17,28 @@ from slm_mux.backends.config import ModelBase, Strict, key_error
 
 if TYPE_CHECKING:
     from slm_mux.backends.openai.client import OpenAICompatibleBackend
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a server URL we can use, or ``None`` when it is.
+
+    It needs an ``http`` or ``https`` scheme, a host and, if it gives one, a port
+    from 1 to 65535. The reason never quotes the URL (it may hold a password).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # a malformed IPv6 address, a port out of range or not a number
+        if "Port" in str(error):
+            return "the port must be a number from 1 to 65535"
+        return f"not a valid URL: {str(error).lower()}"
+    if parts.scheme not in ("http", "https") or not url.lower().startswith(parts.scheme + "://"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "needs a host, as in http://host:8000/v1"
+    if port == 0:
+        return "the port must be a number from 1 to 65535"
+    return None
 
 
 class ReplicaConfig(Strict):
@@ -69,9 +94,19 @@ class OpenAIConfig(ModelBase):
             )
         seen: set[str] = set()
         for i, (url, _) in enumerate(self.replicas()):
-            if url in seen:
-                raise key_error(f"base_urls[{i}]", f"model {self.name!r}: {url} is listed twice")
-            seen.add(url)
+            key = "base_url" if self.base_urls is None else f"base_urls[{i}]"
+            problem = url_problem(url)
+            if problem is not None:
+                raise key_error(key, f"model {self.name!r}: {problem}")
+            shown = _without_credentials(url)
+            if shown != url and self.api_key_env is not None:
+                raise key_error(
+                    key,
+                    f"model {self.name!r}: give api_key_env or credentials in the URL, not both",
+                )
+            if shown in seen:
+                raise key_error(key, f"model {self.name!r}: {shown} is listed twice")
+            seen.add(shown)
         return self
 
     def replicas(self) -> list[tuple[str, int]]:
@@ -133,3 +168,9 @@ class OpenAIConfig(ModelBase):
             supports_n=self.supports_n,
             price=self.price.price() if self.price is not None else None,
         )
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part (a valid URL: see :func:`url_problem`)."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()

@@ -9,12 +9,15 @@ project's machines, and it holds up at 10,000 requests in flight (see the README
 Speed section). Its pool keeps idle connections for reuse, up to the server's
 concurrency limit. A proxy named in the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
 ``NO_PROXY``) is looked up once per client, not per request (aiohttp's own lookup reads
-``~/.netrc`` and the environment in a thread on every request).
+``~/.netrc`` and the environment in a thread on every request). Credentials in the
+server's URL (``http://user:password@host/v1``) are sent as HTTP Basic auth instead of
+the bearer key, and never as part of the URL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,7 +35,37 @@ KEEPALIVE_S = 5.0
 
 
 class TransportError(Exception):
-    """The request got no complete HTTP reply: refused, reset, closed or cut short."""
+    """The request got no complete HTTP reply: refused, reset, closed or cut short.
+
+    ``down``: the server could not be reached, or reset the connection (evidence
+    that it is down, unlike a reply cut short or a connection closed mid-reply).
+    """
+
+    def __init__(self, reason: str, *, down: bool = False) -> None:
+        super().__init__(reason)
+        self.down = down
+
+
+_DOWN_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
+
+
+def _down(error: aiohttp.ClientError) -> bool:
+    """Whether ``error`` says the server is unreachable or reset the connection."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return True
+    return isinstance(error, aiohttp.ClientOSError) and error.errno in _DOWN_ERRNOS
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets that ``url``'s ``user:password@`` part puts on the wire or in text:
+    the password (as written and decoded), ``user:password`` and the Basic auth token."""
+    parsed = URL(url)
+    auth = aiohttp.BasicAuth.from_url(parsed)
+    if auth is None:
+        return []
+    token = auth.encode().split(" ", 1)[1]
+    found = {auth.password, parsed.raw_password or "", f"{auth.login}:{auth.password}", token}
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -67,8 +100,9 @@ def connection_limit(max_concurrency: int) -> int:
 
 
 class HttpClient:
-    """Posts JSON to one server's ``/chat/completions`` with bearer ``api_key`` and extra
-    ``headers``, holding up to :func:`connection_limit` connections.
+    """Posts JSON to one server's ``/chat/completions`` with bearer ``api_key`` (or Basic
+    auth from credentials in ``base_url``) and extra ``headers``, holding up to
+    :func:`connection_limit` connections.
 
     Build it inside the event loop that uses it; :meth:`aclose` it there. Timeouts
     are the caller's.
@@ -82,7 +116,10 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         max_concurrency: int = 0,
     ) -> None:
-        self.chat_url = URL(base_url.rstrip("/") + "/chat/completions")
+        signed = URL(base_url.rstrip("/") + "/chat/completions")
+        basic = aiohttp.BasicAuth.from_url(signed)
+        self.chat_url = signed.with_user(None)
+        authorization = basic.encode() if basic is not None else f"Bearer {api_key}"
         self.limit = connection_limit(max_concurrency)
         self.proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
@@ -92,7 +129,7 @@ class HttpClient:
             connector=aiohttp.TCPConnector(limit=self.limit, keepalive_timeout=KEEPALIVE_S),
             headers={
                 "Accept": "application/json",
-                "Authorization": f"Bearer {api_key}",
+                "Authorization": authorization,
                 "User-Agent": f"slm-mux/{__version__}",
                 **(headers or {}),
             },
@@ -113,7 +150,7 @@ class HttpClient:
                 content = await response.read()
                 return Reply(response.status, response.reason or "", response.headers, content)
         except aiohttp.ClientError as error:
-            raise TransportError(_reason(error)) from None
+            raise TransportError(_reason(error), down=_down(error)) from None
 
     async def aclose(self) -> None:
         """Close the connections."""

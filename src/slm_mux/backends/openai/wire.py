@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slm_mux.backends.base import Completion, GenerationRequest, split_tokens
-from slm_mux.errors import BackendError
+from slm_mux.errors import BackendError, redact
 
 # A 400 saying n > 1 is unsupported: "n must be 1", "Unknown parameter: n", "only one
 # completion choice": the parameter as a word of its own, not "tool_choice" or "n_predict".
@@ -75,15 +75,16 @@ def _json(payload: bytes) -> object:
     return parsed
 
 
-def server_message(content: bytes, fallback: str) -> str:
+def server_message(content: bytes, fallback: str, secrets: Iterable[str] = ()) -> str:
     """A server's own error message from an error reply's body: the JSON
-    ``error.message`` (or ``message``), else the body's text, else ``fallback``."""
+    ``error.message`` (or ``message``), else the body's text, else ``fallback``;
+    ``secrets`` are redacted before it is cut to one line (so no part of one is left)."""
     body = _json(content)
     if isinstance(body, Mapping):
         error = body.get("error", body)
         if isinstance(error, Mapping) and isinstance(error.get("message"), str):
-            return one_line(error["message"])
-    return one_line(content.decode("utf-8", "replace")) or fallback
+            return one_line(redact(error["message"], secrets))
+    return one_line(redact(content.decode("utf-8", "replace"), secrets)) or fallback
 
 
 def _count(usage: Mapping[str, object], key: str) -> int | None:
