@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -292,13 +291,16 @@ def test_run_collects_both_splits_then_evaluates(tmp_path: Path) -> None:
 
 
 def test_a_dataset_id_without_the_datasets_package_is_a_clear_error(tmp_path: Path) -> None:
-    if importlib.util.find_spec("datasets") is not None:
-        pytest.skip("the datasets package is installed; this checks the message without it")
     pool = tmp_path / "pool.yaml"
     pool.write_text("models:\n  - {name: a, backend: scripted, script: {'*': ['#### 1']}}\n")
+    # sys.modules["datasets"] = None makes `import datasets` fail as if it were not installed.
+    without_datasets = (
+        "import sys; sys.modules['datasets'] = None; from slm_mux.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "slm_mux", "collect", "--pool", str(pool), "--task", "gsm8k",
-         "--data", "openai/gsm8k", "--store", str(tmp_path / "s.db")],
+        [sys.executable, "-c", without_datasets, "collect", "--pool", str(pool),
+         "--task", "gsm8k", "--data", "openai/gsm8k", "--store", str(tmp_path / "s.db")],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
