@@ -79,7 +79,7 @@ def test_collect_stores_per_replica_counters_that_status_shows(
 def test_an_interrupted_collection_still_stores_its_counters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = FakeServerConfig(latency_s=0.05)
+    config = FakeServerConfig(latency_s=0.25)  # 200 questions take >= 12 s: time to interrupt
     with ExitStack() as stack:
         (url_a, server_a), (url_b, server_b) = (
             stack.enter_context(run_fake_server(config)) for _ in range(2)
