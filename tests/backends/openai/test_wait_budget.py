@@ -13,7 +13,8 @@ import pytest
 
 from slm_mux.backends import GenerationRequest, OpenAICompatibleBackend
 from slm_mux.backends.openai.replicas import WAIT_BUDGET_S, CoolingDown, Replica, ReplicaSet
-from slm_mux.errors import BackendError
+from slm_mux.errors import BackendError, InputError
+from slm_mux.pool import pool_from_dict
 from slm_mux.testing import FakeServer, Fault, ManualClock, run_fake_server
 
 MakeBackend = Callable[..., OpenAICompatibleBackend]
@@ -156,3 +157,31 @@ async def test_no_budget_waits_as_the_cooldowns_last(
     server.faults.push(Fault.error(429, "slow down", retry_after=20.0))
     assert len(await backend.generate(ask())) == 1
     assert list(backend.waits) == [("retry", 20.0)]
+
+
+def _pool_backend(**entry: object) -> OpenAICompatibleBackend:
+    model = {"name": "m", "backend": "openai", "base_url": "http://h:1/v1", "model": "m", **entry}
+    (built,) = (model.build() for model in pool_from_dict({"models": [model]}).models)
+    assert isinstance(built, OpenAICompatibleBackend)
+    return built
+
+
+def test_the_pool_file_sets_the_wait_budget() -> None:
+    assert _pool_backend().wait_budget_s == WAIT_BUDGET_S
+    assert _pool_backend(wait_budget_s=0.5).wait_budget_s == 0.5
+    assert _pool_backend(wait_budget_s=None).wait_budget_s is None
+    with pytest.raises(InputError, match=r"^pool: models\[0\]\.wait_budget_s: Input should be"):
+        pool_from_dict(
+            {
+                "models": [
+                    {
+                        "name": "m",
+                        "backend": "openai",
+                        "base_url": "http://h:1/v1",
+                        "model": "m",
+                        "wait_budget_s": -1,
+                    }
+                ]
+            },
+            source="pool",
+        )
