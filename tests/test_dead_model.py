@@ -17,7 +17,9 @@ import pytest
 
 from slm_mux.backends import OpenAICompatibleBackend
 from slm_mux.backends.openai.replicas import WAIT_BUDGET_S
+from slm_mux.collect import collect
 from slm_mux.compare import compare
+from slm_mux.errors import BackendError
 from slm_mux.live import answer
 from slm_mux.members import Member, close_members
 from slm_mux.methods import compare_methods
@@ -147,3 +149,25 @@ async def test_compare_with_failing_models_finishes_within_the_retry_budget(
     skipped = {m.name: _backend(m).skipped for m in members[1:]}
     assert all(skipped[name] > attempts[name] for name in attempts), (attempts, skipped)
     assert good.responses > 0
+
+
+async def test_a_collection_waits_out_a_cooldown_that_a_live_answer_skips(
+    good_server: tuple[str, FakeServer], tmp_path: Path
+) -> None:
+    url, server = good_server
+    clock = ManualClock()
+    member = _member("m", url, clock)
+    question = Question("q1", "What is 1?", "2")
+    request: list[Message] = [{"role": "user", "content": question.text}]
+    server.faults.push(Fault.error(429, "slow down", retry_after=10.0))
+    try:
+        with pytest.raises(BackendError, match="skipped"):
+            await answer("slm-mux", request, [member], task=EXACT)
+        server.faults.push(Fault.error(429, "slow down", retry_after=10.0))
+        clock.now += 10.0  # the first cooldown is over
+        with Store(tmp_path / "collect.db") as store:
+            report = await collect([member], EXACT, [question], split="test", store=store)
+            assert report.complete and store.count() == 3
+    finally:
+        await close_members([member])
+    assert _cooling_waits([member]) == [10.0]  # the collection's request waited for it
