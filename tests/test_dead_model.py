@@ -48,9 +48,9 @@ def _closed_port() -> str:
     return url
 
 
-def _member(name: str, url: str, clock: ManualClock, **options: float) -> Member:
+def _member(name: str, url: str, clock: ManualClock, timeout_s: float = 120.0) -> Member:
     backend = OpenAICompatibleBackend(
-        name, base_url=url, model=name, clock=clock, sleep=clock.sleep, **options
+        name, base_url=url, model=name, timeout_s=timeout_s, clock=clock, sleep=clock.sleep
     )
     return Member(backend, k=3, max_tokens=32)
 
