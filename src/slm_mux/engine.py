@@ -59,11 +59,14 @@ def sample_stream(
     """Ask one model for the samples numbered ``samples``, in batches as they finish.
 
     One request for ``len(samples)`` completions, seeded by the first sample's
-    number; each batch names the samples by their numbers in ``samples``.
+    number; each batch names the samples by their numbers in ``samples``. The request
+    is patient (:attr:`~slm_mux.backends.base.GenerationRequest.patient`): this is how a
+    collection draws, and it wants every sample more than a quick answer.
     """
     request = member.request(
         task.messages(question), len(samples), sample_seed(member.seed, question.id, samples[0])
     )
+    request = replace(request, patient=True)
 
     async def numbered() -> AsyncGenerator[Batch, None]:
         async for batch in member.backend.stream(request):

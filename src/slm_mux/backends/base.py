@@ -35,7 +35,9 @@ class GenerationRequest:
 
     ``seed`` makes sampling reproducible where the backend supports it;
     ``top_p`` (nucleus sampling, 1: off) is sent to servers when below 1 and
-    honoured row by row by the in-process backend.
+    honoured row by row by the in-process backend. A ``patient`` request (a
+    collection's, which wants every sample) may wait longer for a model that is
+    cooling down than a live answer's (see :mod:`slm_mux.backends.openai.client`).
     """
 
     messages: list[dict[str, str]]
@@ -44,6 +46,7 @@ class GenerationRequest:
     max_tokens: int
     seed: int | None = None
     top_p: float = 1.0
+    patient: bool = False
 
 
 Batch = list[tuple[int, Completion]]

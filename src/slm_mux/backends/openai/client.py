@@ -34,6 +34,12 @@ replies are read in :mod:`.wire`):
   rate: the rule is in :mod:`.replicas`); then the retry goes to another replica,
   or waits for the first to recover. Other 4xx fail at once. Every attempt is
   bounded by ``timeout_s``.
+* A model whose every replica is cooling down costs a request at most its wait
+  budget: ``wait_budget_s`` seconds of waiting for a recovery over all the request's
+  attempts, and nothing once the model is known down (the rule is in :mod:`.replicas`):
+  the request fails at once (``skipped``), sending nothing. A *patient* request
+  (:attr:`~slm_mux.backends.base.GenerationRequest.patient`: ``collect``'s) may wait
+  one full cooldown (``backoff_max_s``) instead.
 * Secrets never leave in an error: every :class:`~slm_mux.errors.BackendError`
   this backend raises has the API key and any URL credentials (sent as HTTP
   Basic auth) replaced by ``***``, and names servers without credentials.
@@ -61,7 +67,14 @@ from slm_mux.backends.base import (
 )
 from slm_mux.backends.openai.endpoints import Endpoint, endpoint
 from slm_mux.backends.openai.http import HttpClient, Reply, TransportError, url_secrets
-from slm_mux.backends.openai.replicas import Evidence, Replica, ReplicaSet, shown_url
+from slm_mux.backends.openai.replicas import (
+    WAIT_BUDGET_S,
+    CoolingDown,
+    Evidence,
+    Replica,
+    ReplicaSet,
+    shown_url,
+)
 from slm_mux.backends.openai.wire import (
     REJECTS_N,
     MalformedReply,
@@ -89,6 +102,8 @@ class _Retryable(Exception):
         """The replica that failed (set where the attempt was routed)."""
         self.cooling = False
         """Whether that replica cools down now (else the request backs off on its own)."""
+        self.waited = 0.0
+        """Seconds the attempt waited for a cooling replica before it was sent."""
 
 
 class _NUnsupported(Exception):
@@ -113,8 +128,10 @@ class OpenAICompatibleBackend:
     without ``api_key_env``); the backend shows and keys the URL without them.
     A replica's cooldowns back off from ``backoff_base_s``, a failed request's own
     retries from ``retry_base_s`` (:class:`~.replicas.ReplicaSet`), both up to
-    ``backoff_max_s``. ``clock`` and ``sleep`` time latencies, cooldowns and pacing
-    (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
+    ``backoff_max_s``. A request waits for cooling replicas at most ``wait_budget_s``
+    seconds in all (a patient one up to ``backoff_max_s``; ``None``: no limit), else
+    fails at once, counted in ``skipped``. ``clock`` and ``sleep`` time latencies,
+    cooldowns and pacing (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
     """
 
     def __init__(
@@ -134,6 +151,7 @@ class OpenAICompatibleBackend:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_base_s: float = 0.1,
+        wait_budget_s: float | None = WAIT_BUDGET_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -156,6 +174,9 @@ class OpenAICompatibleBackend:
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.wait_budget_s = wait_budget_s
+        self.skipped = 0
+        """Requests failed at once because every replica cooled longer than they could wait."""
         self.price = price
         self.usage = Usage()
         self.waits: deque[tuple[str, float]] = deque(maxlen=256)
@@ -274,11 +295,21 @@ class OpenAICompatibleBackend:
         answered, or ``BackendError`` (``_NUnsupported`` when ``n > 1`` is refused)."""
         body = request_body(self.model, request, n, seed)
         usable = Endpoint.may_honour_n if n > 1 else None
+        budget = self._wait_budget(request)
+        spent = 0.0  # waiting for recoveries, in earlier attempts
         attempt = 1
         while True:
             try:
-                return await self._attempt(body, usable)
+                return await self._attempt(body, usable, budget, spent)
+            except CoolingDown as cooling:
+                self.skipped += 1
+                cause = f" after: {cooling.cause}" if cooling.cause else ""
+                raise self._error(
+                    f"skipped: every server is cooling down for {cooling.wait_s:.1f}s more, "
+                    f"longer than this request may wait ({budget}s in all){cause}"
+                ) from None
             except _Retryable as failure:
+                spent += failure.waited
                 if attempt > self.max_retries:
                     raise self._error(
                         f"gave up after {attempt} attempts at {failure.url}: {failure}"
@@ -289,19 +320,30 @@ class OpenAICompatibleBackend:
                     await self._sleep(delay)
                 attempt += 1
 
+    def _wait_budget(self, request: GenerationRequest) -> float | None:
+        """Seconds ``request`` may wait for cooling replicas over all its attempts."""
+        if self.wait_budget_s is None or not request.patient:
+            return self.wait_budget_s
+        return max(self.wait_budget_s, self.replicas.backoff_max_s)
+
     def _error(self, message: str) -> BackendError:
         """A :class:`BackendError` about this model, with every secret of it redacted."""
         return BackendError(redact(f"model {self.name!r}: {message}", self._secrets))
 
     async def _attempt(
-        self, body: dict[str, object], usable: Callable[[Endpoint], bool] | None
+        self,
+        body: dict[str, object],
+        usable: Callable[[Endpoint], bool] | None,
+        budget: float | None,
+        spent: float,
     ) -> tuple[list[Completion], Endpoint]:
-        """One HTTP round trip to the least busy usable replica (waiting while all cool down).
+        """One HTTP round trip to the least busy usable replica (waiting while all cool
+        down, within ``budget`` of which ``spent`` is gone: else :class:`~.replicas.CoolingDown`).
 
         A retryable failure is reported to the replica set (which may cool the replica
         down); a refusal of ``n`` is learned.
         """
-        routed = await self.replicas.acquire(usable)
+        routed = await self.replicas.acquire(usable, budget, spent)
         if routed is None:
             raise _NUnsupported("no replica honours n")
         replica, waited = routed
@@ -315,8 +357,9 @@ class OpenAICompatibleBackend:
         except _Retryable as failure:
             outcome = "error"
             failure.url = replica.url
+            failure.waited = waited
             failure.cooling = self.replicas.failed(
-                replica, number, failure.evidence, failure.retry_after
+                replica, number, failure.evidence, failure.retry_after, str(failure)
             )
             raise
         except _NUnsupported:

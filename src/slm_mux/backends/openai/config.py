@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 
 from slm_mux.backends.config import ModelBase, Strict, key_error
+from slm_mux.backends.openai.replicas import WAIT_BUDGET_S
 
 if TYPE_CHECKING:
     from slm_mux.backends.openai.client import OpenAICompatibleBackend
@@ -79,6 +80,14 @@ class OpenAIConfig(ModelBase):
     )
     timeout_s: float = Field(default=120.0, gt=0, description="Seconds before an attempt ends.")
     max_retries: int = Field(default=4, ge=0, description="Retries after a failed attempt.")
+    wait_budget_s: float | None = Field(
+        default=WAIT_BUDGET_S,
+        ge=0,
+        description="Most seconds one request waits, over its attempts, for the model's "
+        "servers to come out of a cooldown; a request that would wait longer skips the model "
+        "at once (a collection waits up to one full cooldown, 30 s). null: wait as long as "
+        "the cooldowns last.",
+    )
     supports_n: bool | None = Field(
         default=None,
         description="Whether the server honours n; null to detect it (and cache what was learned).",
@@ -165,6 +174,7 @@ class OpenAIConfig(ModelBase):
             requests_per_minute=self.requests_per_minute,
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
+            wait_budget_s=self.wait_budget_s,
             supports_n=self.supports_n,
             price=self.price.price() if self.price is not None else None,
         )

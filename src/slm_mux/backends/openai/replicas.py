@@ -34,8 +34,17 @@ server is a set of one):
   (the same outage, or the same ``Retry-After`` period): they neither lengthen it nor
   start another, so a burst of 429s costs one wait. A replica is ready again when its
   cooldown ends, and its next success resets the backoff.
-* **All cooling.** When every replica is cooling, a request waits for the first
-  one to recover instead of failing; the caller's retry budget bounds how often.
+* **All cooling: wait a little, else skip.** When every replica is cooling, a request
+  waits for the first one to recover, but only within its *wait budget*
+  (:data:`WAIT_BUDGET_S` unless the pool says otherwise), and only while the model is
+  not *known down*. The request fails at once with :class:`CoolingDown`, sending
+  nothing, when that recovery is further away than what is left of the budget (the
+  seconds it waited for recoveries in all its attempts count against it), or comes more
+  than the budget after that replica's outage began (its first cooldown since its last
+  success). So an outage's first few seconds are waited out (a restart, a ``Retry-After``
+  of a second or two), and after that a model that is down costs a request nothing
+  while it cools: one request probes it each time a cooldown ends. ``None``: no budget,
+  wait as long as the cooldowns last (bounded by the caller's retry count).
 * **No lost wake-ups.** Each routing decision reads the clock once, and every wait
   has a deadline: the first recovery, else :attr:`ReplicaSet.backoff_max_s` (then it
   looks again), measured with the injected ``sleep``.
@@ -69,6 +78,23 @@ RATE_MIN_FAILURES = 5
 """...and cools the replica when at least this many of them failed..."""
 RATE_MIN_SHARE = 0.5
 """...and the failures are at least this share of them."""
+
+WAIT_BUDGET_S = 3.0
+"""Seconds one request may wait, over all its attempts, for a cooling model to recover
+(the pool key ``wait_budget_s``'s default)."""
+
+
+class CoolingDown(Exception):
+    """Every usable replica is cooling down for longer than the request may still wait.
+
+    ``wait_s``: seconds until the first of them recovers; ``cause``: the failure that
+    began that replica's cooldown (``""`` when unknown).
+    """
+
+    def __init__(self, wait_s: float, cause: str) -> None:
+        super().__init__(f"cooling down for {wait_s:.1f}s more")
+        self.wait_s = wait_s
+        self.cause = cause
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -106,6 +132,10 @@ class Replica(Generic[T]):
     cool_until: float = -math.inf
     cooled_after: int = 0
     """How many requests had been routed here when the latest cooldown began."""
+    cause: str = ""
+    """The failure that began the latest cooldown, for the requests it turns away."""
+    outage_began: float = -math.inf
+    """When the first cooldown since the latest success began."""
     recent: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
     """The latest attempts' ends for the error rate: ``(time, failed)``, oldest first."""
 
@@ -187,14 +217,21 @@ class ReplicaSet(Generic[T]):
         ]
 
     async def acquire(
-        self, usable: Callable[[T], bool] | None = None
+        self,
+        usable: Callable[[T], bool] | None = None,
+        budget: float | None = None,
+        spent: float = 0.0,
     ) -> tuple[Replica[T], float] | None:
         """Route one request: the replica (now counted in flight) and the seconds waited
         because every usable replica was cooling down.
 
         A request is routed only when a replica has a free slot, so a replica
         that fails meanwhile never holds a queue. ``None`` when no replica is
-        usable at all. Release the replica with :meth:`release`.
+        usable at all. A request that already waited ``spent`` seconds for recoveries
+        waits at most ``budget - spent`` more (``None``: no limit); it raises
+        :class:`CoolingDown` at once when the first recovery is further away, or the
+        model is known down (the module's docstring). Release the replica with
+        :meth:`release`.
         """
         waited = 0.0
         while True:
@@ -209,8 +246,14 @@ class ReplicaSet(Generic[T]):
                 return replica, waited
             cooling = [r.cool_until - now for r in candidates if r.cool_until > now]
             if len(cooling) == len(candidates):
-                waited += min(cooling)
-                await self._sleep(min(cooling))
+                first = min(candidates, key=lambda r: r.cool_until)
+                wait = first.cool_until - now
+                if budget is not None and (
+                    spent + waited + wait > budget or first.cool_until - first.outage_began > budget
+                ):
+                    raise CoolingDown(wait, first.cause)
+                waited += wait
+                await self._sleep(wait)
                 continue
             # Every ready replica is full: wait for a slot, a recovery, or the deadline.
             await self._slot_freed(min(cooling, default=self.backoff_max_s))
@@ -255,10 +298,16 @@ class ReplicaSet(Generic[T]):
             replica.errors += 1
 
     def failed(
-        self, replica: Replica[T], number: int, evidence: Evidence, retry_after: float | None
+        self,
+        replica: Replica[T],
+        number: int,
+        evidence: Evidence,
+        retry_after: float | None,
+        cause: str = "",
     ) -> bool:
-        """Request ``number`` (see :class:`Replica`) failed at ``replica`` in a retryable way:
-        cool the replica when the failure is evidence enough (the module's docstring).
+        """Request ``number`` (see :class:`Replica`) failed at ``replica`` in a retryable way
+        (``cause`` says how): cool the replica when the failure is evidence enough (the
+        module's docstring).
 
         Returns whether the replica is cooling now; if not, the request backs off on
         its own before its retry (:meth:`retry_delay`).
@@ -267,27 +316,32 @@ class ReplicaSet(Generic[T]):
         if evidence == "error":
             replica.recent.append((now, True))
             if replica.failing(now, pending=max(replica.in_flight - 1, 0)):  # not this one
-                self._cool(replica, number, None, now)
+                self._cool(replica, number, None, now, cause)
         else:
-            self._cool(replica, number, retry_after, now)
+            self._cool(replica, number, retry_after, now, cause)
         return replica.cool_until > now
 
-    def cool(self, replica: Replica[T], number: int, retry_after: float | None) -> float:
+    def cool(
+        self, replica: Replica[T], number: int, retry_after: float | None, cause: str = ""
+    ) -> float:
         """Cool ``replica`` down because request ``number`` found it down or overloaded.
 
         Returns the new cooldown's length in seconds (``Retry-After`` or backoff, capped),
         or 0 when the request was routed before the latest cooldown began (it belongs to it).
         """
-        return self._cool(replica, number, retry_after, self._clock())
+        return self._cool(replica, number, retry_after, self._clock(), cause)
 
     def _cool(
-        self, replica: Replica[T], number: int, retry_after: float | None, now: float
+        self, replica: Replica[T], number: int, retry_after: float | None, now: float, cause: str
     ) -> float:
         if number <= replica.cooled_after:  # sent before the latest cooldown began
             return 0.0
+        if replica.strikes == 0:
+            replica.outage_began = now
         replica.strikes += 1
         replica.cooldowns += 1
         replica.cooled_after = replica.requests
+        replica.cause = cause
         replica.recent.clear()
         delay = retry_after
         if delay is None:
