@@ -593,7 +593,7 @@ def import_files(
     The models of harness logs must have answered the same questions.
     """
     questions = QuestionSets()
-    with Staging() as staging:
+    with Staging(beside=Path(store)) as staging:
         for path in paths:
             read = stage_file(
                 staging, path, split=split, task=task, model=model, questions=questions

@@ -4,6 +4,10 @@ it reaches a store (:func:`slm_mux.store.merge.import_staged`)."""
 
 from __future__ import annotations
 
+import glob
+import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,6 +60,53 @@ A sample whose key was staged before goes to ``repeats``, for :meth:`Staging.che
 _SEEN_BITS = 1 << 10
 """Sample numbers below this are noted as bits of one integer per slot; others in a set."""
 
+_STAGING_SUFFIX = ".staging"
+"""The staging folder of process ``PID``: ``<prefix><PID>-<random>.staging``."""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_stagings(folder: Path, prefix: str) -> list[Path]:
+    """Delete the staging folders ``folder/<prefix><PID>-*.staging`` whose process is gone
+    (an import killed with ``kill -9`` leaves its staging behind); returns them."""
+    if os.name != "posix":  # os.kill(pid, 0) is no probe elsewhere
+        return []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[^/]*" + re.escape(_STAGING_SUFFIX))
+    removed = []
+    for path in folder.glob(f"{glob.escape(prefix)}*{_STAGING_SUFFIX}"):
+        found = pattern.fullmatch(path.name)
+        if found and path.is_dir() and not _alive(int(found[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def staging_folder(beside: Path | None) -> Path:
+    """A new folder for one import's staging area.
+
+    Beside the store ``beside`` (``<store>.import-<PID>-<random>.staging``, on the
+    store's disk) when its folder can be written, else in the temporary folder
+    (``slm-mux-import-<PID>-<random>.staging``). Stale folders that dead processes
+    left there are removed first.
+    """
+    if beside is not None and os.access(beside.parent, os.W_OK | os.X_OK):
+        parent, prefix = beside.parent, f"{beside.name}.import-"
+    else:
+        parent, prefix = Path(tempfile.gettempdir()), "slm-mux-import-"
+    remove_stale_stagings(parent, prefix)
+    made = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=_STAGING_SUFFIX, dir=parent)
+    return Path(made)
+
+
 _Group = tuple[int, int, dict[str | None, bool | None]]
 """A staged (model, task, split, question, reference): slot, reference number, and the
 verdicts of the answers met so far."""
@@ -86,13 +137,16 @@ class Staging:
     and per slot one bit for each sample number staged (a set entry for numbers
     from 1024), which finds a key staged twice without an index.
 
-    Every sample is graded by ``grader`` as it is staged.
+    Every sample is graded by ``grader`` as it is staged. The staging file lives in
+    a folder of its own (:func:`staging_folder`): beside the store ``beside`` it
+    imports into, else in the temporary folder; a later import removes the folder
+    of one killed before it could.
     """
 
-    def __init__(self, grader: Grader = default_grader) -> None:
+    def __init__(self, grader: Grader = default_grader, *, beside: Path | None = None) -> None:
         self.grader = grader
-        self._folder = tempfile.TemporaryDirectory(prefix="slm-mux-import-")
-        self.path = Path(self._folder.name) / "staging.db"
+        self.folder = staging_folder(beside)
+        self.path = self.folder / "staging.db"
         self._conn = connect(self.path, self.path.as_uri())
         for statement in _STAGING_SCHEMA:
             self._conn.execute(statement)
@@ -382,7 +436,7 @@ class Staging:
     def close(self) -> None:
         """Close and delete the staging file."""
         self._conn.close()
-        self._folder.cleanup()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Staging:
         return self
