@@ -66,15 +66,18 @@ def test_an_import_killed_with_kill_9_is_cleaned_by_the_next_one(tmp_path: Path)
     assert stagings(tmp_path) == []
 
 
-def test_stale_stagings_of_dead_processes_go_and_live_ones_stay(tmp_path: Path) -> None:
-    store = tmp_path / "s.db"
+def test_stale_stagings_of_dead_processes_go_and_live_ones_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = Path("s.db")  # relative
     dead = tmp_path / f"s.db.import-{dead_pid()}-x1.staging"
     alive = tmp_path / f"s.db.import-{os.getppid()}-x2.staging"  # a process that runs
     other_store = tmp_path / f"t.db.import-{dead_pid()}-x3.staging"
     for folder in (dead, alive, other_store):
         folder.mkdir()
         (folder / "staging.db").write_bytes(b"x" * 1024)
-    assert main(["import", str(write_samples(tmp_path / "a.jsonl")), "--store", str(store)]) == 0
+    assert main(["import", str(write_samples(Path("a.jsonl"))), "--store", str(store)]) == 0
     assert stagings(tmp_path) == sorted([alive, other_store])
 
 

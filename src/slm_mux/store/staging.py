@@ -104,7 +104,7 @@ def staging_folder(beside: Path | None) -> Path:
         parent, prefix = Path(tempfile.gettempdir()), "slm-mux-import-"
     remove_stale_stagings(parent, prefix)
     made = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=_STAGING_SUFFIX, dir=parent)
-    return Path(made)
+    return Path(made).absolute()
 
 
 _Group = tuple[int, int, dict[str | None, bool | None]]
