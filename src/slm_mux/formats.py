@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.interop import QuestionSets, is_harness_log, stage_harness_log
-from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
+from slm_mux.jsonfile import TOO_DEEP, open_bytes, read_json, read_json_lines
 from slm_mux.records_jsonl import StagedRecords, checked
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.store import (
@@ -135,7 +135,10 @@ _RESPONSE_KEYS = ("response", "text", "raw_response")
 
 def _shown(value: Any) -> str:
     """A JSON value as a short one-line string, for error messages."""
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "a value nested too deeply"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -520,6 +523,14 @@ def detect_format(path: PathLike) -> Format:
     A first line that is a whole document with more after it is JSON Lines
     without reading further.
     """
+    try:
+        return _detected_format(path)
+    except RecursionError:
+        raise FormatError(str(path), None, f"invalid JSON ({TOO_DEEP})") from None
+
+
+def _detected_format(path: PathLike) -> Format:
+    """:func:`detect_format`, which raises ``RecursionError`` on JSON nested too deeply."""
     with open_bytes(path) as stream:
         head = b""
         while not head.strip() and (line := stream.readline()):
