@@ -25,7 +25,7 @@ from slm_mux.store.records import (
     sample_from_row,
     shown,
 )
-from slm_mux.store.sqlite import connect
+from slm_mux.store.sqlite import connect, transaction
 
 REQUIRED_COLUMNS = ("model", "task", "split", "question_id", "reference", "sample", "answer")
 """The :class:`Sample` columns every staged row gives, in this order."""
@@ -198,8 +198,7 @@ class Staging:
         plain: list[tuple[object, ...]] = []
         batches: dict[tuple[str, ...], list[tuple[object, ...]]] = {(): plain}
         key: tuple[Any, ...] = ()
-        self._conn.execute("BEGIN")
-        try:
+        with transaction(self._conn, "BEGIN"):
             for optional, values in rows:
                 head = values[:5]
                 if head != key:  # the samples of one model and question mostly come together
@@ -234,10 +233,6 @@ class Staging:
                 self._insert(optional, batch)
             self._insert_repeats()
             self._stage_names()
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def _group(self, values: tuple[Any, ...]) -> _Group:
         """Register the slot and reference of a row whose (model, task, split, question,
@@ -339,10 +334,9 @@ class Staging:
                     f"question {question_id!r} ({task}, {split}) has text {shown(text)}, "
                     f"but {shown(known[0])} at {self.where(known[1])}",
                 )
-        self._conn.execute("BEGIN")
-        self._conn.executemany("INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?)", new)
-        self._stage_names()
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany("INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?)", new)
+            self._stage_names()
 
     def samples(self) -> list[Sample]:
         """The staged samples in the order first read, graded."""
@@ -383,18 +377,16 @@ class Staging:
 
     def add_failures(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Stage failures of a merged store (the first staged for a key stays)."""
-        self._conn.execute("BEGIN")
-        self._conn.executemany(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
-        )
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+            )
 
     def add_records(self, records: RecordTable, rows: Iterable[Sequence[object]]) -> None:
         """Stage compare records of a merged store: their columns, then their origin."""
         marks = ", ".join("?" * (len(records.columns) + 1))
-        self._conn.execute("BEGIN")
-        self._conn.executemany(f"INSERT INTO {records.table} VALUES ({marks})", rows)
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany(f"INSERT INTO {records.table} VALUES ({marks})", rows)
 
     def _check_records(self) -> None:
         """Raise at the first staged compare record that disagrees with an earlier one."""
