@@ -23,7 +23,7 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(outfile.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)
 
 
 @pytest.mark.parametrize("command", ["report", "scale"])
