@@ -59,13 +59,12 @@ from slm_mux.store import (
 from slm_mux.tasks import get_task, task_names
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
+from slm_mux.tokens import COUNT_END, is_count
 
 Format = Literal["jsonl", "authors"]
 PathLike = str | os.PathLike[str]
 
 _Check = Callable[[Any], bool]
-
-_SQLITE_INTEGER_END = 2**63  # SQLite INTEGER columns hold -2**63 .. 2**63-1
 
 
 def _is_name(value: Any) -> bool:
@@ -74,12 +73,6 @@ def _is_name(value: Any) -> bool:
 
 def _is_string(value: Any) -> bool:
     return isinstance(value, str)
-
-
-def _is_count(value: Any) -> bool:
-    return (
-        isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _SQLITE_INTEGER_END
-    )
 
 
 def _is_seconds(value: Any) -> bool:
@@ -107,7 +100,7 @@ _REQUIRED: dict[str, tuple[_Check, str]] = {
     "model": (_is_name, "a non-empty string"),
     "question_id": (_is_name, "a non-empty string"),
     "split": (_is_split, " or ".join(repr(split) for split in SPLITS)),
-    "sample": (_is_count, "an integer from 0 to 2**63-1"),
+    "sample": (is_count, "an integer from 0 to 2**63-1"),
     "answer": (_or_null(_is_string), "a string or null"),
     "reference": (_is_string, "a string"),
 }
@@ -115,8 +108,8 @@ _OPTIONAL: dict[str, tuple[_Check, str]] = {
     "task": (_is_name, "a task name"),
     "correct": (_or_null(_is_bool), "true, false or null"),
     "text": (_or_null(_is_string), "a string or null"),
-    "prompt_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
-    "completion_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
+    "prompt_tokens": (_or_null(is_count), "an integer from 0 to 2**63-1 or null"),
+    "completion_tokens": (_or_null(is_count), "an integer from 0 to 2**63-1 or null"),
     "latency_s": (_or_null(_is_seconds), "a finite non-negative number or null"),
     "finish_reason": (_or_null(_is_string), "a string or null"),
     "settings_hash": (_or_null(_is_string), "a string or null"),
@@ -191,7 +184,7 @@ def _jsonl_row(record: Any, path: str, lineno: int, default_task: str, origin: i
         and type(reference) is str
         and (answer is None or (type(answer) is str and answer.isascii()))
         and type(sample) is int
-        and 0 <= sample < _SQLITE_INTEGER_END
+        and 0 <= sample < COUNT_END
         and split in SPLITS
         and model.isascii()
         and question_id.isascii()
