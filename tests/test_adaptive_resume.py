@@ -8,8 +8,15 @@ its first round, and only the samples it asks for that are not stored are drawn.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -106,3 +113,39 @@ def test_a_run_of_one_model_first_then_all_models_completes_the_joint_collection
         return methods
 
     assert evaluated(db)["slm-mux@exact"] == evaluated(tmp_path / "whole.db")["slm-mux@exact"]
+
+
+def stored_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+    except sqlite3.OperationalError:  # not made yet
+        return 0
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kill -9")
+def test_a_collection_killed_with_kill_9_resumes_to_the_same_store(tmp_path: Path) -> None:
+    # A server that answers one sample per request, slowly: kills land mid-round.
+    config = FakeServerConfig(answers={"*": by_seed}, honour_n=False, latency_s=0.01)
+    with run_fake_server(config) as (url, _):
+        whole = uninterrupted(url, tmp_path)
+        for limit in (5, len(whole) // 2):
+            db = tmp_path / f"killed-{limit}.db"
+            pool = write_pool(tmp_path / "pool.yaml", url, k=K)
+            argv = ["collect", "--pool", str(pool), "--task", "gsm8k", "--store", str(db)]
+            argv += ["--data", str(question_file(tmp_path / "q.jsonl")), "--quiet"]
+            running = subprocess.Popen(
+                [sys.executable, "-m", "slm_mux", *argv, "--adaptive", "exact"]
+            )
+            try:
+                while stored_count(db) < limit and running.poll() is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        running.wait(timeout=0.01)
+            finally:
+                running.send_signal(signal.SIGKILL)
+                running.wait()
+            assert limit <= stored_count(db) < len(whole), "killed too late to tell"
+            assert collect(url, tmp_path, db) == 0
+            assert stored(db) == whole, f"killed after {limit} samples"
