@@ -60,8 +60,9 @@ class ModelProgress:
 
 @dataclass
 class AdaptiveTally:
-    """What an adaptive collection drew: over its questions, the rounds sampled this run
-    and the samples stored of the ``full`` that full sampling stores."""
+    """What an adaptive collection drew: over its questions, the policy's rounds (a
+    resumed run counts the rounds it replayed from the store too) and the samples
+    stored of the ``full`` that full sampling stores."""
 
     policy: Policy
     questions: int = 0
@@ -70,12 +71,12 @@ class AdaptiveTally:
     full: int = 0
 
     def line(self) -> str:
-        """``adaptive exact: 412 of 600 samples (69 %), 2.10 rounds per question``."""
+        """``adaptive exact: 412 of 600 samples stored (69 %), 2.10 rounds per question``."""
         share = f" ({100 * self.stored / self.full:.0f} %)" if self.full else ""
         rounds = self.rounds / self.questions if self.questions else 0.0
         return (
             f"adaptive {self.policy}: {self.stored} of {self.full} samples stored{share}, "
-            f"{rounds:.2f} rounds per question this run"
+            f"{rounds:.2f} rounds per question"
         )
 
 
@@ -186,9 +187,11 @@ async def collect(
 
     With an ``adaptive`` policy other than ``full`` (and no ``samples``), each
     question is sampled jointly across the models in the policy's rounds
-    (:func:`~slm_mux.engine.sample_rounds`, tie-breaks by ``validation_accuracy``)
+    (:func:`~slm_mux.engine.sample_rounds`, tie-breaks by ``validation_accuracy``, then
+    by model name as ``eval`` replays them)
     and only the samples drawn are stored: a prefix ``0..n-1`` of each model's
-    ``k``. A resumed run replays the stored samples and goes on from there.
+    ``k``. A resumed run replays the policy over the stored samples from its first
+    round and draws only what is missing, so it ends where an uninterrupted run ends.
     """
     if adaptive is not None and adaptive.kind == "full":
         adaptive = None
@@ -224,7 +227,10 @@ async def collect(
                 sample.answer
             )
         accuracy = dict(validation_accuracy or {})
-        joint = _Joint(members, task, writers, stored_answers, adaptive, accuracy, tally)
+        # Models in name order: equal validation accuracies (or none) break ties by name,
+        # as ``eval --adaptive`` replays the store, so its replay asks for what is stored.
+        by_name = sorted(members, key=lambda member: member.name)
+        joint = _Joint(by_name, task, writers, stored_answers, adaptive, accuracy, tally)
         jobs = [joint.question(question) for question in questions]
     running = [asyncio.ensure_future(job) for job in jobs]
     try:
@@ -252,7 +258,14 @@ class _Joint:
     tally: AdaptiveTally
 
     async def question(self, question: Question) -> None:
-        """Replay the stored samples, draw the rounds the policy still asks for, store them."""
+        """Run the policy's rounds from the first: each round takes the samples it asks for
+        from the store where they are stored and draws (and stores) only the others.
+
+        Replaying from the first round, rather than going on from the stored samples, is
+        what makes a resume complete: a run killed mid-round (or run over fewer models)
+        leaves samples the policy would not have drawn in that order, and the policy over
+        them would ask for other rounds than an uninterrupted run asks for.
+        """
         stored = {m.name: self.stored.get((m.name, question.id), {}) for m in self.members}
 
         async def draw(member: Member, numbers: Sequence[int]) -> ModelSamples:
@@ -267,7 +280,6 @@ class _Joint:
             answers = [have[i] if i in have else new[i] for i in numbers]
             return ModelSamples(member.name, got.completions, answers, None, got.responses)
 
-        prefix = {name: _prefix(answers) for name, answers in stored.items()}
         try:
             sampled = await sample_rounds(
                 self.members,
@@ -276,7 +288,6 @@ class _Joint:
                 policy=self.policy,
                 validation_accuracy=self.validation_accuracy,
                 draw=draw,
-                drawn=prefix,
             )
         except BackendError:
             return  # every model failed: each writer recorded its failure
@@ -291,14 +302,6 @@ class _Joint:
                 await writer.clear_failure(question)
             # The samples the policy did not need count as done on the progress row.
             writer.row.advance(max(member.k - held, 0))
-
-
-def _prefix(answers: Mapping[int, str | None]) -> list[str | None]:
-    """The stored answers of samples ``0, 1, ...`` up to the first one missing."""
-    found: list[str | None] = []
-    while len(found) in answers:
-        found.append(answers[len(found)])
-    return found
 
 
 @dataclass(frozen=True)
@@ -390,11 +393,13 @@ class _Writer:
 
         samples = await asyncio.to_thread(graded)
         store = self.store
-        await store.write(lambda: store.add(samples))
+        # Another process collecting into the same store may have stored some of these
+        # first: count only the rows this one inserted as new.
+        inserted = await store.write(lambda: store.add(samples))
         counter = self.counter
         prompt_tokens = sum(c.prompt_tokens or 0 for _, c in batch)
         completion_tokens = sum(c.completion_tokens or 0 for _, c in batch)
-        counter.collected += len(samples)
+        counter.collected += inserted
         counter.prompt_tokens += prompt_tokens
         counter.completion_tokens += completion_tokens
         self.row.advance(len(samples), tokens=prompt_tokens + completion_tokens)

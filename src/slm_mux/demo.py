@@ -32,6 +32,7 @@ from slm_mux.analysis import (
 from slm_mux.collect import collect_pool
 from slm_mux.defaults import DEFAULT_K
 from slm_mux.errors import InputError
+from slm_mux.outfile import write_text
 from slm_mux.pool import pool_from_dict
 from slm_mux.progress import SILENT, Progress
 from slm_mux.sample import Split
@@ -142,7 +143,7 @@ def run_demo(
         k=k, temperature=temperature, seed=SAMPLING_SEED, folder=models_dir
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pool.yaml").write_text(yaml.safe_dump(pool_file, sort_keys=False), encoding="utf-8")
+    write_text(out / "pool.yaml", yaml.safe_dump(pool_file, sort_keys=False))
     pool = pool_from_dict(pool_file, source=str(out / "pool.yaml"))
     counts: dict[Split, int] = {"validation": validation_questions, "test": test_questions}
     plan = {

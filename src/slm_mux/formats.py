@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Literal, TextIO
 
 from slm_mux.errors import FormatError, InputError
 from slm_mux.interop import QuestionSets, is_harness_log, stage_harness_log
-from slm_mux.jsonfile import open_bytes, read_json, read_json_lines
+from slm_mux.jsonfile import TOO_DEEP, open_bytes, read_json, read_json_lines
 from slm_mux.records_jsonl import StagedRecords, checked
 from slm_mux.sample import SPLITS, Sample
 from slm_mux.store import (
@@ -59,13 +59,12 @@ from slm_mux.store import (
 from slm_mux.tasks import get_task, task_names
 from slm_mux.tasks.base import question_hash
 from slm_mux.tasks.data import is_unicode
+from slm_mux.tokens import COUNT_END, is_count
 
 Format = Literal["jsonl", "authors"]
 PathLike = str | os.PathLike[str]
 
 _Check = Callable[[Any], bool]
-
-_SQLITE_INTEGER_END = 2**63  # SQLite INTEGER columns hold -2**63 .. 2**63-1
 
 
 def _is_name(value: Any) -> bool:
@@ -74,12 +73,6 @@ def _is_name(value: Any) -> bool:
 
 def _is_string(value: Any) -> bool:
     return isinstance(value, str)
-
-
-def _is_count(value: Any) -> bool:
-    return (
-        isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _SQLITE_INTEGER_END
-    )
 
 
 def _is_seconds(value: Any) -> bool:
@@ -107,7 +100,7 @@ _REQUIRED: dict[str, tuple[_Check, str]] = {
     "model": (_is_name, "a non-empty string"),
     "question_id": (_is_name, "a non-empty string"),
     "split": (_is_split, " or ".join(repr(split) for split in SPLITS)),
-    "sample": (_is_count, "an integer from 0 to 2**63-1"),
+    "sample": (is_count, "an integer from 0 to 2**63-1"),
     "answer": (_or_null(_is_string), "a string or null"),
     "reference": (_is_string, "a string"),
 }
@@ -115,8 +108,8 @@ _OPTIONAL: dict[str, tuple[_Check, str]] = {
     "task": (_is_name, "a task name"),
     "correct": (_or_null(_is_bool), "true, false or null"),
     "text": (_or_null(_is_string), "a string or null"),
-    "prompt_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
-    "completion_tokens": (_or_null(_is_count), "an integer from 0 to 2**63-1 or null"),
+    "prompt_tokens": (_or_null(is_count), "an integer from 0 to 2**63-1 or null"),
+    "completion_tokens": (_or_null(is_count), "an integer from 0 to 2**63-1 or null"),
     "latency_s": (_or_null(_is_seconds), "a finite non-negative number or null"),
     "finish_reason": (_or_null(_is_string), "a string or null"),
     "settings_hash": (_or_null(_is_string), "a string or null"),
@@ -135,7 +128,10 @@ _RESPONSE_KEYS = ("response", "text", "raw_response")
 
 def _shown(value: Any) -> str:
     """A JSON value as a short one-line string, for error messages."""
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "a value nested too deeply"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -188,7 +184,7 @@ def _jsonl_row(record: Any, path: str, lineno: int, default_task: str, origin: i
         and type(reference) is str
         and (answer is None or (type(answer) is str and answer.isascii()))
         and type(sample) is int
-        and 0 <= sample < _SQLITE_INTEGER_END
+        and 0 <= sample < COUNT_END
         and split in SPLITS
         and model.isascii()
         and question_id.isascii()
@@ -520,6 +516,14 @@ def detect_format(path: PathLike) -> Format:
     A first line that is a whole document with more after it is JSON Lines
     without reading further.
     """
+    try:
+        return _detected_format(path)
+    except RecursionError:
+        raise FormatError(str(path), None, f"invalid JSON ({TOO_DEEP})") from None
+
+
+def _detected_format(path: PathLike) -> Format:
+    """:func:`detect_format`, which raises ``RecursionError`` on JSON nested too deeply."""
     with open_bytes(path) as stream:
         head = b""
         while not head.strip() and (line := stream.readline()):
@@ -593,7 +597,7 @@ def import_files(
     The models of harness logs must have answered the same questions.
     """
     questions = QuestionSets()
-    with Staging() as staging:
+    with Staging(beside=Path(store)) as staging:
         for path in paths:
             read = stage_file(
                 staging, path, split=split, task=task, model=model, questions=questions

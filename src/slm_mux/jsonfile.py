@@ -1,8 +1,8 @@
 """Reading JSON and JSON Lines files, with one-line errors that point at the file and line.
 
 Every reader of user files (samples, the authors' layout, question files)
-goes through here, so a missing file, a non-UTF-8 line or broken JSON reads
-the same everywhere: ``file:line: invalid JSON (reason, column c)``.
+goes through here, so a missing file, a non-UTF-8 line or broken JSON (nested
+too deeply, too) reads the same everywhere: ``file:line: invalid JSON (reason, column c)``.
 
 JSON Lines are parsed by ``orjson`` when it is installed; a line it refuses
 is read again by the standard library, so values and errors are the same
@@ -22,6 +22,8 @@ from slm_mux.errors import FormatError, InputError
 PathLike = str | os.PathLike[str]
 
 _TOO_LONG = "a number too long to read"
+TOO_DEEP = "nested too deeply"
+"""Why a JSON value nested deeper than Python's recursion allows is refused."""
 
 _fast_loads: Callable[[bytes], Any] | None
 try:
@@ -60,6 +62,8 @@ def _parse(text: str, path: PathLike, line: int | None) -> Any:
         raise FormatError(str(path), where, f"invalid JSON ({error.msg}{column})") from None
     except ValueError:  # json refuses integers of more than 4300 digits
         raise FormatError(str(path), line, f"invalid JSON ({_TOO_LONG})") from None
+    except RecursionError:
+        raise FormatError(str(path), line, f"invalid JSON ({TOO_DEEP})") from None
 
 
 def read_json(path: PathLike) -> Any:
@@ -89,8 +93,8 @@ def _lines_of_block(text: str, path: PathLike, first: int) -> Iterator[tuple[int
         if text[position] == "{":
             try:
                 value, end = _scan(text, position)
-            except (StopIteration, ValueError):
-                end = -1
+            except (StopIteration, ValueError, RecursionError):
+                end = -1  # read again by _parse, which names the fault
             if end == stop:  # the object is the whole line
                 yield number, value
                 position, number = stop + 1, number + 1

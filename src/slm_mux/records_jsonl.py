@@ -32,10 +32,9 @@ from slm_mux.sample import SPLITS
 from slm_mux.store import RECORD_TABLES, Staging
 from slm_mux.tasks import task_names
 from slm_mux.tasks.data import is_unicode
+from slm_mux.tokens import is_count
 
 _Check = tuple[Callable[[Any], bool], str]
-
-_INTEGER_END = 2**63
 
 
 def _name(value: Any) -> bool:
@@ -43,9 +42,7 @@ def _name(value: Any) -> bool:
 
 
 def _count(least: int) -> Callable[[Any], bool]:
-    return lambda value: (
-        isinstance(value, int) and not isinstance(value, bool) and least <= value < _INTEGER_END
-    )
+    return lambda value: is_count(value, least)
 
 
 def _seconds(value: Any) -> bool:

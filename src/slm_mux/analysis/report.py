@@ -18,6 +18,7 @@ from slm_mux.analysis.evaluate import Evaluation
 from slm_mux.analysis.scaling import Scaling
 from slm_mux.analysis.search import SearchResult
 from slm_mux.comparison import Comparison, MethodResult
+from slm_mux.outfile import write_text
 from slm_mux.tables import markdown_cell, markdown_table, numeric_right
 
 _CSS = """
@@ -80,8 +81,8 @@ def write_report(
     # Before the per-question table, which is always last.
     sections[-1:-1] = [_comparison_section(c) for c in comparisons]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(_markdown(title, sections, out_dir), encoding="utf-8")
-    html_path.write_text(_html(title, sections), encoding="utf-8")
+    write_text(md_path, _markdown(title, sections, out_dir))
+    write_text(html_path, _html(title, sections))
     return md_path, html_path
 
 

@@ -25,6 +25,7 @@ from slm_mux.analysis.evaluate import (
 )
 from slm_mux.analysis.search import SearchResult, search
 from slm_mux.errors import InputError
+from slm_mux.outfile import write_file
 from slm_mux.tables import markdown_table
 
 if TYPE_CHECKING:
@@ -349,7 +350,7 @@ def _plot_cost(figure: Figure, path: Path, scaling: Scaling) -> None:
     )
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    figure.savefig(path, dpi=110)
+    write_file(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
 
 
 def _plot(
@@ -369,7 +370,7 @@ def _plot(
     axes.set_xticks(x)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.savefig(path, dpi=110)
+    write_file(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
 
 
 DODGE = 0.06

@@ -21,6 +21,7 @@ from slm_mux.store.records import (
     RecordedCall,
     RunKey,
     call_from_row,
+    known_counts,
     shown,
     utc_now,
 )
@@ -56,6 +57,7 @@ class RecordTable:
         record: dict[str, Any] = {"kind": self.kind}
         for column, value in zip(self.columns, row, strict=True):
             record[column] = json.loads(value) if column in self.json and value else value
+        known_counts(record)
         return record
 
     def to_row(self, record: dict[str, Any]) -> tuple[Any, ...]:
@@ -113,7 +115,9 @@ class CallRecords(Connected):
 
     def add_call(self, call: RecordedCall) -> None:
         """Record ``call``, stamped now; a call already recorded under its key stays."""
-        values = [getattr(call, name) for name in CALL_FIELDS]
+        fields = {name: getattr(call, name) for name in CALL_FIELDS}
+        known_counts(fields)
+        values = list(fields.values())
         values[CALL_FIELDS.index("messages")] = json.dumps(call.messages)
         values[CALL_FIELDS.index("replies")] = json.dumps(call.replies)
         values[-1] = call.created_at or utc_now()

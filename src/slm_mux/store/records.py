@@ -15,6 +15,7 @@ from typing import Any
 
 from slm_mux.errors import InputError
 from slm_mux.sample import SPLITS, Sample
+from slm_mux.tokens import token_count
 
 Grader = Callable[[str, str | None, str], bool | None]
 """``grader(task, answer, reference)``: the verdict the store keeps (``None``: unknown task)."""
@@ -168,8 +169,21 @@ CALL_COLUMNS = ", ".join(CALL_FIELDS)
 RUN_MATCH = "method = ? AND config_hash = ? AND task = ? AND split = ? AND questions_hash = ?"
 
 
+TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens")
+"""The token counts of a sample or a recorded call (:mod:`slm_mux.tokens`)."""
+
+
+def known_counts(values: dict[str, Any]) -> None:
+    """Make each token count of a row or record a count or unknown (``None``): the store
+    keeps and gives back nothing that ``import`` refuses."""
+    for column in TOKEN_COLUMNS:
+        if column in values:
+            values[column] = token_count(values[column])
+
+
 def call_from_row(row: Sequence[Any]) -> RecordedCall:
     values = dict(zip(CALL_FIELDS, row, strict=True))
+    known_counts(values)
     values["messages"] = json.loads(values["messages"])
     values["replies"] = json.loads(values["replies"])
     return RecordedCall(**values)
@@ -187,6 +201,7 @@ def sample_row(sample: Sample, created_at: str, grader: Grader) -> tuple[object,
             f"sample {sample.model}/{sample.question_id}#{sample.sample}: negative sample index"
         )
     values = {column: getattr(sample, column) for column in COLUMNS}
+    known_counts(values)
     values["correct"] = grader(sample.task, sample.answer, sample.reference)
     values["created_at"] = sample.created_at or created_at
     return tuple(values.values())
@@ -195,6 +210,7 @@ def sample_row(sample: Sample, created_at: str, grader: Grader) -> tuple[object,
 def sample_from_row(row: Sequence[Any]) -> Sample:
     """The :class:`Sample` of a ``samples`` row (``correct`` back to a bool)."""
     values = dict(zip(COLUMNS, row, strict=True))
+    known_counts(values)
     if values["correct"] is not None:
         values["correct"] = bool(values["correct"])
     return Sample(**values)

@@ -136,6 +136,24 @@ def connect(path: Path, uri: str, *, any_thread: bool = False) -> Connection:
     return conn
 
 
+@contextmanager
+def transaction(conn: Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """One transaction on ``conn``: committed when the block ends, else rolled back.
+
+    A failed statement or ``COMMIT`` may have rolled the transaction back already
+    (SQLite does on a full disk): the rollback is then skipped, so the error raised
+    is the one that happened ("database or disk is full"), not "cannot rollback".
+    """
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def writable(path: Path) -> bool:
     """Whether this process may write ``path`` and create files beside it (the WAL files)."""
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
@@ -189,14 +207,8 @@ class Connected:
         """One write transaction, taking the write lock up front (waits for other writers)."""
         if self.readonly:
             raise StoreError(f"{self.path}: cannot write (the file or its folder is read-only)")
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._conn):
             yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     async def write(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the store's writer thread and return what it returns.

@@ -4,6 +4,10 @@ it reaches a store (:func:`slm_mux.store.merge.import_staged`)."""
 
 from __future__ import annotations
 
+import glob
+import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +25,7 @@ from slm_mux.store.records import (
     sample_from_row,
     shown,
 )
-from slm_mux.store.sqlite import connect
+from slm_mux.store.sqlite import connect, transaction
 
 REQUIRED_COLUMNS = ("model", "task", "split", "question_id", "reference", "sample", "answer")
 """The :class:`Sample` columns every staged row gives, in this order."""
@@ -56,6 +60,53 @@ A sample whose key was staged before goes to ``repeats``, for :meth:`Staging.che
 _SEEN_BITS = 1 << 10
 """Sample numbers below this are noted as bits of one integer per slot; others in a set."""
 
+_STAGING_SUFFIX = ".staging"
+"""The staging folder of process ``PID``: ``<prefix><PID>-<random>.staging``."""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_stagings(folder: Path, prefix: str) -> list[Path]:
+    """Delete the staging folders ``folder/<prefix><PID>-*.staging`` whose process is gone
+    (an import killed with ``kill -9`` leaves its staging behind); returns them."""
+    if os.name != "posix":  # os.kill(pid, 0) is no probe elsewhere
+        return []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[^/]*" + re.escape(_STAGING_SUFFIX))
+    removed = []
+    for path in folder.glob(f"{glob.escape(prefix)}*{_STAGING_SUFFIX}"):
+        found = pattern.fullmatch(path.name)
+        if found and path.is_dir() and not _alive(int(found[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def staging_folder(beside: Path | None) -> Path:
+    """A new folder for one import's staging area.
+
+    Beside the store ``beside`` (``<store>.import-<PID>-<random>.staging``, on the
+    store's disk) when its folder can be written, else in the temporary folder
+    (``slm-mux-import-<PID>-<random>.staging``). Stale folders that dead processes
+    left there are removed first.
+    """
+    if beside is not None and os.access(beside.parent, os.W_OK | os.X_OK):
+        parent, prefix = beside.parent, f"{beside.name}.import-"
+    else:
+        parent, prefix = Path(tempfile.gettempdir()), "slm-mux-import-"
+    remove_stale_stagings(parent, prefix)
+    made = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=_STAGING_SUFFIX, dir=parent)
+    return Path(made).absolute()
+
+
 _Group = tuple[int, int, dict[str | None, bool | None]]
 """A staged (model, task, split, question, reference): slot, reference number, and the
 verdicts of the answers met so far."""
@@ -86,13 +137,16 @@ class Staging:
     and per slot one bit for each sample number staged (a set entry for numbers
     from 1024), which finds a key staged twice without an index.
 
-    Every sample is graded by ``grader`` as it is staged.
+    Every sample is graded by ``grader`` as it is staged. The staging file lives in
+    a folder of its own (:func:`staging_folder`): beside the store ``beside`` it
+    imports into, else in the temporary folder; a later import removes the folder
+    of one killed before it could.
     """
 
-    def __init__(self, grader: Grader = default_grader) -> None:
+    def __init__(self, grader: Grader = default_grader, *, beside: Path | None = None) -> None:
         self.grader = grader
-        self._folder = tempfile.TemporaryDirectory(prefix="slm-mux-import-")
-        self.path = Path(self._folder.name) / "staging.db"
+        self.folder = staging_folder(beside)
+        self.path = self.folder / "staging.db"
         self._conn = connect(self.path, self.path.as_uri())
         for statement in _STAGING_SCHEMA:
             self._conn.execute(statement)
@@ -144,8 +198,7 @@ class Staging:
         plain: list[tuple[object, ...]] = []
         batches: dict[tuple[str, ...], list[tuple[object, ...]]] = {(): plain}
         key: tuple[Any, ...] = ()
-        self._conn.execute("BEGIN")
-        try:
+        with transaction(self._conn, "BEGIN"):
             for optional, values in rows:
                 head = values[:5]
                 if head != key:  # the samples of one model and question mostly come together
@@ -180,10 +233,6 @@ class Staging:
                 self._insert(optional, batch)
             self._insert_repeats()
             self._stage_names()
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
     def _group(self, values: tuple[Any, ...]) -> _Group:
         """Register the slot and reference of a row whose (model, task, split, question,
@@ -285,10 +334,9 @@ class Staging:
                     f"question {question_id!r} ({task}, {split}) has text {shown(text)}, "
                     f"but {shown(known[0])} at {self.where(known[1])}",
                 )
-        self._conn.execute("BEGIN")
-        self._conn.executemany("INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?)", new)
-        self._stage_names()
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany("INSERT INTO questions VALUES (?, ?, ?, ?, ?, ?)", new)
+            self._stage_names()
 
     def samples(self) -> list[Sample]:
         """The staged samples in the order first read, graded."""
@@ -329,18 +377,16 @@ class Staging:
 
     def add_failures(self, rows: Sequence[tuple[object, ...]]) -> None:
         """Stage failures of a merged store (the first staged for a key stays)."""
-        self._conn.execute("BEGIN")
-        self._conn.executemany(
-            "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
-        )
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+            )
 
     def add_records(self, records: RecordTable, rows: Iterable[Sequence[object]]) -> None:
         """Stage compare records of a merged store: their columns, then their origin."""
         marks = ", ".join("?" * (len(records.columns) + 1))
-        self._conn.execute("BEGIN")
-        self._conn.executemany(f"INSERT INTO {records.table} VALUES ({marks})", rows)
-        self._conn.execute("COMMIT")
+        with transaction(self._conn, "BEGIN"):
+            self._conn.executemany(f"INSERT INTO {records.table} VALUES ({marks})", rows)
 
     def _check_records(self) -> None:
         """Raise at the first staged compare record that disagrees with an earlier one."""
@@ -382,7 +428,7 @@ class Staging:
     def close(self) -> None:
         """Close and delete the staging file."""
         self._conn.close()
-        self._folder.cleanup()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> Staging:
         return self

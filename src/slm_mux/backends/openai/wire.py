@@ -16,6 +16,7 @@ from typing import Any
 
 from slm_mux.backends.base import Completion, GenerationRequest, split_tokens
 from slm_mux.errors import BackendError, redact
+from slm_mux.tokens import token_count
 
 # A 400 saying n > 1 is unsupported: "n must be 1", "Unknown parameter: n", "only one
 # completion choice": the parameter as a word of its own, not "tool_choice" or "n_predict".
@@ -88,11 +89,8 @@ def server_message(content: bytes, fallback: str, secrets: Iterable[str] = ()) -
 
 
 def _count(usage: Mapping[str, object], key: str) -> int | None:
-    """A token count from ``usage``: a non-negative integer, else unknown."""
-    value = usage.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
+    """A token count from ``usage``, by :func:`slm_mux.tokens.token_count` (else unknown)."""
+    return token_count(usage.get(key))
 
 
 def parse_completions(payload: bytes, latency_s: float) -> list[Completion]:
