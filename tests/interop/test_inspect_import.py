@@ -94,3 +94,17 @@ def test_a_task_without_a_grader_says_which_flag(
     capsys.readouterr()
     assert main(["import", str(inspect_logs[MODELS[0]]), "--store", str(tmp_path / "s.db")]) == 1
     assert "'arith' has no slm-mux grader of its own; give --task" in capsys.readouterr().err
+
+
+def test_a_json_log_nested_too_deeply_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("inspect_ai", reason="inspect_ai is not installed (the inspect extra)")
+    depth = 100_000
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"status": "success", "samples": ' + "[" * depth + "]" * depth + "}")
+    db = tmp_path / "s.db"
+    capsys.readouterr()
+    assert main(["import", str(deep), "--store", str(db), "--task", "arith"]) == 1
+    assert capsys.readouterr().err == f"slm-mux: error: {deep}: invalid JSON (nested too deeply)\n"
+    assert not db.exists()

@@ -132,3 +132,22 @@ def test_a_loglikelihood_task_is_refused(
     results.write_text(json.dumps(data), encoding="utf-8")
     error = _refused(logs, tmp_path, capsys)
     assert "is multiple_choice" in error and "samples_arith_local_" in error
+
+
+def test_a_prompt_nested_too_deeply_is_kept_as_text(
+    lm_eval_runs: dict[str, Any],
+    harness_dir: Path,
+    tmp_path: Path,
+) -> None:
+    logs = _copy(harness_dir, tmp_path)
+    deep = "[" * 100_000
+    for samples in _samples_files(logs):
+        lines = _lines(samples)
+        for line in lines[:1]:
+            line["doc"] = {}  # the question text then comes from the prompt sent
+            line["arguments"] = {"gen_args_0": {"arg_0": deep}}
+        samples.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    db = tmp_path / "s.db"
+    assert main(["import", str(logs), "--store", str(db), "--task", "arith"]) == 0
+    with Store(db, create=False) as store:
+        assert deep in {text for _, _, _, text, _ in store.questions()}

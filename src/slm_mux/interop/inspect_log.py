@@ -26,6 +26,7 @@ from slm_mux.interop.common import (
     reference_of,
     sample_rows,
 )
+from slm_mux.jsonfile import TOO_DEEP
 from slm_mux.store import Staging
 from slm_mux.tasks.base import question_hash
 
@@ -68,8 +69,12 @@ def _read(path: Path) -> Any:
         except ValueError as error:
             line = getattr(error, "lineno", None)
             raise FormatError(str(path), line, f"not a complete inspect_ai log ({error})") from None
+        except RecursionError:
+            raise FormatError(str(path), None, f"invalid JSON ({TOO_DEEP})") from None
     try:
         return read_eval_log(str(path))
+    except RecursionError:
+        raise FormatError(str(path), None, f"inspect_ai cannot read it: {TOO_DEEP}") from None
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise FormatError(str(path), None, f"inspect_ai cannot read it: {reason}") from None

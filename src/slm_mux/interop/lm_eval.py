@@ -108,7 +108,7 @@ def _question_text(doc: dict[str, Any], arguments: Any) -> str:
     prompt = prompt[0] if isinstance(prompt, list) and prompt else prompt
     try:
         messages = json.loads(prompt)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return str(prompt)
     users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     return str(users[-1]) if users else str(prompt)
