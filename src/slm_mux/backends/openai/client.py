@@ -63,8 +63,10 @@ from slm_mux.backends.openai.endpoints import Endpoint, endpoint
 from slm_mux.backends.openai.http import HttpClient, Reply, TransportError, url_secrets
 from slm_mux.backends.openai.replicas import Evidence, Replica, ReplicaSet, shown_url
 from slm_mux.backends.openai.wire import (
+    NOTHING_PINNED,
     REJECTS_N,
     MalformedReply,
+    ServerSampling,
     one_line,
     parse_completions,
     parse_retry_after,
@@ -113,7 +115,9 @@ class OpenAICompatibleBackend:
     without ``api_key_env``); the backend shows and keys the URL without them.
     A replica's cooldowns back off from ``backoff_base_s``, a failed request's own
     retries from ``retry_base_s`` (:class:`~.replicas.ReplicaSet`), both up to
-    ``backoff_max_s``. ``clock`` and ``sleep`` time latencies, cooldowns and pacing
+    ``backoff_max_s``. ``sampling`` holds the sampling settings the pool entry pins on
+    the server (:class:`~.wire.ServerSampling`). ``clock`` and ``sleep`` time latencies,
+    cooldowns and pacing
     (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
     """
 
@@ -131,6 +135,7 @@ class OpenAICompatibleBackend:
         max_retries: int = 4,
         supports_n: bool | None = None,
         price: Price | None = None,
+        sampling: ServerSampling = NOTHING_PINNED,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_base_s: float = 0.1,
@@ -157,6 +162,7 @@ class OpenAICompatibleBackend:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.price = price
+        self.sampling = sampling
         self.usage = Usage()
         self.waits: deque[tuple[str, float]] = deque(maxlen=256)
         """The latest waits before an attempt, newest last: ``("retry", s)`` while every
@@ -272,7 +278,7 @@ class OpenAICompatibleBackend:
     ) -> tuple[list[Completion], Endpoint]:
         """One request for ``n`` choices, retried: at least one choice and the endpoint that
         answered, or ``BackendError`` (``_NUnsupported`` when ``n > 1`` is refused)."""
-        body = request_body(self.model, request, n, seed)
+        body = request_body(self.model, request, n, seed, self.sampling)
         usable = Endpoint.may_honour_n if n > 1 else None
         attempt = 1
         while True:
