@@ -5,7 +5,8 @@ Routes: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /health``
 traceback. A request whose client disconnects before its answer is chosen
 has its model calls cancelled. A model's failure reaches the client as our own
 summary (:mod:`slm_mux.server.failures`), never as the upstream's text; the full
-reason (secrets redacted) goes to the server log.
+reason (secrets redacted) goes to the server log, as does a warning when a model's
+replies are mostly empty or unreadable (:mod:`slm_mux.reply_health`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from slm_mux.errors import BackendError, InputError
 from slm_mux.live import answer, model_names
 from slm_mux.members import Member, close_members
 from slm_mux.methods import live_methods
+from slm_mux.reply_health import ReplyHealth
 from slm_mux.server.failures import public_message
 from slm_mux.server.protocol import ApiError, ChatRequest, chunks, completion
 from slm_mux.server.protocol import parse_request as parse
@@ -122,10 +124,12 @@ def create_app(
     is an :class:`~slm_mux.errors.InputError`.
     """
     names = [member.name for member in members]
-    clash = next((name for name in names if name in live_methods()), None)
+    methods = live_methods()
+    clash = next((name for name in names if name in methods), None)
     if clash is not None:
         raise InputError(f"model {clash!r}: the name of a method the server offers; rename it")
     models = model_names(members)
+    replies = ReplyHealth()
     created = int(time.time())
     accuracy = dict(validation_accuracy or {})
     expected = None if api_key is None else api_key.encode()
@@ -176,6 +180,11 @@ def create_app(
             return Response(status_code=DISCONNECTED)
         for model, reason in live.failed.items():
             log.warning("%s answered without %s: %s", parsed.model, model, reason)
+        if parsed.model in methods:
+            replies.add_answer(live)
+        else:
+            replies.add(parsed.model, live.texts)  # a pass-through: no task reads it
+        replies.warn()
         return _reply(parsed, live)
 
     async def list_models(request: Request) -> Response:
