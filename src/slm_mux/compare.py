@@ -35,7 +35,14 @@ from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Completion
 from slm_mux.calls import Caller, Sent, seed_key
 from slm_mux.collect import collect_splits, has_validation, tie_break_accuracy
-from slm_mux.comparison import SHARED, Comparison, Groupthink, MethodResult, failure_counts
+from slm_mux.comparison import (
+    SHARED,
+    Comparison,
+    Groupthink,
+    MethodResult,
+    failure_counts,
+    verdict_counts,
+)
 from slm_mux.engine import FULL, ROLES, best_model, resolve_roles, run
 from slm_mux.errors import BackendError, InputError, StoreError
 from slm_mux.members import Member, close_members, warm_members
@@ -374,6 +381,7 @@ async def compare(
             wall_s=round(done.wall_s, 3),  # as stored: the report shows the same figure
             failed=sum(bool(o.detail.get("failures")) for o in done.outcomes),
             failures=failure_counts(o.detail.get("failures", []) for o in done.outcomes),
+            verdicts=verdict_counts(o.detail for o in done.outcomes),
             **extra,
         )
         results[method] = found
