@@ -124,6 +124,11 @@ def test_collect_keeps_the_key_out_of_the_store_status_and_stderr(
         ("gave up after 1 attempts at http://h/v1: no response within 2s", "timed out"),
         ("gave up after 1 attempts at http://h/v1: malformed JSON in response", "malformed reply"),
         ("got 1 of 3 replies", "too few replies"),
+        (
+            "the prompt has 316 tokens, more than its context of 128 positions leaves room for",
+            "prompt too long",
+        ),
+        ("out of device memory even for one sequence", "out of memory"),
         ("no scripted answer for 'What is 401 from x: '", "failed"),
         ("a 401 in the middle: of an unknown text", "failed"),
     ],

@@ -9,8 +9,9 @@ the upstream's text can reach it.
 
 The reasons read are the ones the backends write (:mod:`slm_mux.backends.openai.client`):
 ``401 from URL: ...``, ``gave up after 5 attempts at URL: 503: ...``, ``... connection
-error: ...``, ``... no response within 120s``, a malformed reply, too few replies. Any
-other reason is summarized as ``failed``.
+error: ...``, ``... no response within 120s``, a malformed reply, too few replies, and
+an in-process model's prompt too long for its context or memory. Any other reason is
+summarized as ``failed``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _CLASSES = (
     (re.compile(rf"^{_RETRIED}no response within"), "timed out"),
     (re.compile(rf"^{_RETRIED}(?:malformed|response has empty)"), "malformed reply"),
     (re.compile(r"^got \d+ of \d+ (?:replies|samples)"), "too few replies"),
+    (re.compile(r"^the prompt has \d+ tokens, more than its context"), "prompt too long"),
+    (re.compile(r"^out of device memory"), "out of memory"),
 )
 _STATUS_CLASSES = {
     400: "request refused",
@@ -40,8 +43,8 @@ _STATUS_CLASSES = {
 
 def reason_class(reason: str) -> str:
     """``upstream HTTP 401 (authentication failed)``, ``connection failed``, ``timed out``,
-    ``malformed reply``, ``too few replies`` or ``failed``, for one model's ``reason``
-    (without its ``model 'name': `` prefix)."""
+    ``malformed reply``, ``too few replies``, ``prompt too long``, ``out of memory`` or
+    ``failed``, for one model's ``reason`` (without its ``model 'name': `` prefix)."""
     status = _STATUS.match(reason)
     if status is not None:
         code = int(status.group(1))
