@@ -118,8 +118,8 @@ def create_app(
     """An OpenAI-compatible app answering with SLM-MUX, each method and each pool model.
 
     ``api_key`` (when given) must come as ``Authorization: Bearer <key>`` (the scheme in
-    any case) on every request, to an unknown path too; bodies over ``max_body_bytes`` get 413. With ``close`` the members'
-    backends are closed when the app shuts down; ``adaptive`` is SLM-MUX's sampling
+    any case) on every request, to an unknown path too; bodies over ``max_body_bytes``
+    get 413. With ``close`` the members' backends are closed when the app shuts down; ``adaptive`` is SLM-MUX's sampling
     policy (:func:`~slm_mux.live.answer`; default ``full``). A pool model named like a method
     is an :class:`~slm_mux.errors.InputError`.
     """
