@@ -119,9 +119,9 @@ def create_app(
 
     ``api_key`` (when given) must come as ``Authorization: Bearer <key>`` (the scheme in
     any case) on every request, to an unknown path too; bodies over ``max_body_bytes``
-    get 413. With ``close`` the members' backends are closed when the app shuts down; ``adaptive`` is SLM-MUX's sampling
-    policy (:func:`~slm_mux.live.answer`; default ``full``). A pool model named like a method
-    is an :class:`~slm_mux.errors.InputError`.
+    get 413. With ``close`` the members' backends are closed when the app shuts down;
+    ``adaptive`` is SLM-MUX's sampling policy (:func:`~slm_mux.live.answer`; default
+    ``full``). A pool model named like a method is an :class:`~slm_mux.errors.InputError`.
     """
     names = [member.name for member in members]
     methods = live_methods()
