@@ -30,6 +30,7 @@ from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member, close_members
 from slm_mux.pool import Pool, members_of
 from slm_mux.progress import SILENT, Progress, ProgressRow
+from slm_mux.reply_health import ReplyHealth
 from slm_mux.sample import Sample, Split
 from slm_mux.store import Store
 from slm_mux.tasks import Question, Task, get_task
@@ -49,6 +50,7 @@ class ModelProgress:
     completion_tokens: int = 0
     price: Price | None = None
     errors: list[str] = field(default_factory=list)
+    replies: ReplyHealth = field(default_factory=ReplyHealth)
 
     @property
     def cost_usd(self) -> float | None:
@@ -241,6 +243,8 @@ async def collect(
             pending.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
+    for counter in counters.values():
+        counter.replies.warn()
     return CollectReport(counters, time.perf_counter() - started, split, task.name, tally)
 
 
@@ -397,6 +401,7 @@ class _Writer:
         # first: count only the rows this one inserted as new.
         inserted = await store.write(lambda: store.add(samples))
         counter = self.counter
+        counter.replies.add_samples(samples)
         prompt_tokens = sum(c.prompt_tokens or 0 for _, c in batch)
         completion_tokens = sum(c.completion_tokens or 0 for _, c in batch)
         counter.collected += inserted

@@ -35,7 +35,14 @@ from slm_mux.adaptive import Policy
 from slm_mux.backends.base import Completion
 from slm_mux.calls import Caller, Sent, seed_key
 from slm_mux.collect import collect_splits, has_validation, tie_break_accuracy
-from slm_mux.comparison import SHARED, Comparison, Groupthink, MethodResult, failure_counts
+from slm_mux.comparison import (
+    SHARED,
+    Comparison,
+    Groupthink,
+    MethodResult,
+    failure_counts,
+    verdict_counts,
+)
 from slm_mux.engine import FULL, ROLES, best_model, resolve_roles, run
 from slm_mux.errors import BackendError, InputError, StoreError
 from slm_mux.members import Member, close_members, warm_members
@@ -52,6 +59,7 @@ from slm_mux.methods import (
 )
 from slm_mux.pool import Pool, members_of
 from slm_mux.progress import SILENT, Progress
+from slm_mux.reply_health import ReplyHealth
 from slm_mux.sample import Split
 from slm_mux.store import RecordedCall, RunKey, Store
 from slm_mux.tasks import Question, Task
@@ -218,8 +226,9 @@ async def _run_phase(
     return _Done([outcome for outcome, _ in done], [caller for _, caller in done], wall)
 
 
-def _sampler(task: Task, members: Sequence[Member]) -> Run:
-    """The shared independent sampling: ``k`` samples per model, one call each."""
+def _sampler(task: Task, members: Sequence[Member], health: ReplyHealth) -> Run:
+    """The shared independent sampling: ``k`` samples per model, one call each (counted
+    in ``health``)."""
 
     async def sample(question: Question, caller: RecordingCaller) -> MethodOutcome:
         calls = [Call(m.name, "sample", task.messages(question), n=m.k) for m in members]
@@ -229,6 +238,7 @@ def _sampler(task: Task, members: Sequence[Member]) -> Run:
             for member, texts in zip(members, replies, strict=True)
             if texts is not None
         }
+        health.add_many({m.name: t for m, t in zip(members, replies, strict=True) if t}, answers)
         return MethodOutcome(None, detail={"answers": answers, "failures": failures})
 
     return sample
@@ -371,6 +381,7 @@ async def compare(
             wall_s=round(done.wall_s, 3),  # as stored: the report shows the same figure
             failed=sum(bool(o.detail.get("failures")) for o in done.outcomes),
             failures=failure_counts(o.detail.get("failures", []) for o in done.outcomes),
+            verdicts=verdict_counts(o.detail for o in done.outcomes),
             **extra,
         )
         results[method] = found
@@ -386,7 +397,9 @@ async def compare(
     if shared:
         with progress.phase(f"compare: independent samples, {n} questions"):
             made, key = phase(SHARED, {})
-            done = await _run_phase(made, questions, _sampler(task, members), progress, key)
+            health = ReplyHealth()
+            done = await _run_phase(made, questions, _sampler(task, members, health), progress, key)
+            health.warn()
         for method in shared:
             correct = _votes_correct(method, done.outcomes, questions, task, k, accuracy, best)
             model = best if get_method(method).model_column else None

@@ -3,7 +3,8 @@
 Per method: accuracy and its standard error, the requests actually sent (one per
 response received), the prompt and completion tokens the servers reported, the wall
 time of the runs that sent requests, the questions on which some call failed, and, for
-debate and moa, the groupthink counts, and each distinct failure reason with whether a
+debate and moa, the groupthink counts, for mav the verifier replies without a
+``Verdict:`` line (of all verdicts), and each distinct failure reason with whether a
 re-run may fix it. The votes over samples (``slm-mux``, ``agent-forest``, ``sc``,
 ``first-sample``, ``oracle``) are computed from one shared set of independent samples, so
 they show that sampling's calls, tokens and wall time.
@@ -54,6 +55,25 @@ def failure_counts(per_question: Iterable[Sequence[Mapping[str, Any]]]) -> tuple
 
 
 @dataclass(frozen=True)
+class Verdicts:
+    """A verifying method's (mav's) verifier verdicts, and those without a ``Verdict:``
+    line (read from a last yes/no word, else a rejection)."""
+
+    total: int
+    unparsed: int
+
+
+def verdict_counts(details: Iterable[Mapping[str, Any]]) -> Verdicts | None:
+    """The verdicts over a method's questions (its outcomes' details: ``verdicts`` and
+    ``unparsed_verdicts``), or ``None`` for a method that counts none."""
+    counted = [d for d in details if "verdicts" in d]
+    if not counted:
+        return None
+    total = sum(d["verdicts"] for d in counted)
+    return Verdicts(total, sum(d.get("unparsed_verdicts", 0) for d in counted))
+
+
+@dataclass(frozen=True)
 class Groupthink:
     """Debate/moa outcomes against their first round's majority, in questions.
 
@@ -73,7 +93,7 @@ class MethodResult:
 
     ``model`` names the single model of ``sc`` and ``first-sample``; ``shared`` is
     :data:`SHARED` for the methods computed from the shared samples; ``failures`` the
-    distinct reasons of the failed calls.
+    distinct reasons of the failed calls; ``verdicts`` those of a verifying method (mav).
     """
 
     method: str
@@ -88,6 +108,7 @@ class MethodResult:
     shared: str | None = None
     groupthink: Groupthink | None = None
     failures: tuple[Failure, ...] = ()
+    verdicts: Verdicts | None = None
 
     @property
     def failed_everywhere(self) -> bool:
@@ -130,6 +151,9 @@ class MethodResult:
             }
         if self.failures:
             data["failures"] = [failure.to_json() for failure in self.failures]
+        if self.verdicts is not None:
+            data["verdicts"] = self.verdicts.total
+            data["unparsed_verdicts"] = self.verdicts.unparsed
         return data
 
     @classmethod
@@ -149,6 +173,11 @@ class MethodResult:
             shared=data.get("shared"),
             groupthink=Groupthink(**groupthink) if groupthink is not None else None,
             failures=tuple(Failure(**f) for f in data.get("failures", ())),
+            verdicts=(
+                Verdicts(data["verdicts"], data["unparsed_verdicts"])
+                if "verdicts" in data
+                else None
+            ),
         )
 
 
@@ -161,6 +190,7 @@ _HEADER = (
     "completion tokens",
     "wall s",
     "groupthink lost / gained / correct lost",
+    "unparsed verdicts",
     "failed",
 )
 _RIGHT: Align = "right"
@@ -248,7 +278,7 @@ class Comparison:
 
 def _row(result: MethodResult) -> tuple[str, ...]:
     name = result.method if result.model is None else f"{result.method} ({result.model})"
-    groupthink = result.groupthink
+    groupthink, verdicts = result.groupthink, result.verdicts
     return (
         name,
         f"{result.accuracy:.4f}",
@@ -260,6 +290,7 @@ def _row(result: MethodResult) -> tuple[str, ...]:
         "-"
         if groupthink is None
         else f"{groupthink.lost} / {groupthink.gained} / {groupthink.correct_present_lost}",
+        "-" if verdicts is None else f"{verdicts.unparsed} of {verdicts.total}",
         str(result.failed),
     )
 

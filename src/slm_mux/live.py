@@ -32,7 +32,7 @@ from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member
 from slm_mux.methods import live_methods
 from slm_mux.methods.prompts import with_system
-from slm_mux.tasks.base import Message, Question, Task, question_hash
+from slm_mux.tasks.base import Message, Question, Task, empty_question, question_hash
 
 
 class ChatTask(Task):
@@ -57,6 +57,9 @@ class ChatTask(Task):
         self._before = list(messages[:last])
         self._after = list(messages[last + 1 :])
         text = messages[last].get("content", "")
+        problem = empty_question(text)
+        if problem is not None:
+            raise InputError(problem)
         self.question = Question(question_hash(text), text, "")
         """The last user message as a question (its id: the hash of its text)."""
 

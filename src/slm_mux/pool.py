@@ -158,9 +158,12 @@ def pool_from_dict(data: object, *, source: str = "pool", base_dir: Path | None 
         errors = sorted(invalid.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputError(f"{source}: {_describe(errors[0])}{more}") from None
-    return pool.model_copy(
-        update={"models": [model.relative_to(base_dir) for model in pool.models]}
-    )
+    # A top_p set in defaults is set on each model: servers get it even at 1
+    # (OpenAIConfig.server_sampling).
+    top_p = {"top_p": pool.defaults.top_p} if "top_p" in pool.defaults.model_fields_set else {}
+    models = [m.relative_to(base_dir) for m in pool.models]
+    models = [m.model_copy(update=top_p) if m.top_p is None else m for m in models]
+    return pool.model_copy(update={"models": models})
 
 
 TOO_DEEP = "nested too deeply to be a pool file"

@@ -83,6 +83,17 @@ REFUSED: list[tuple[str, Any, int, str | None, str | None]] = [
      400, "tools", "unsupported_parameter"),
     ("top_p changed", {"model": "slm-mux", "messages": USER, "top_p": 0.5},
      400, "top_p", "invalid_value"),
+    # One rule with ask (tasks.base.empty_question): the last user message needs text.
+    ("empty question", {"model": "slm-mux", "messages": [{"role": "user", "content": ""}]},
+     400, "messages[0].content", "invalid_value"),
+    ("blank question", {"model": "alpha", "messages": [{"role": "user", "content": " \n\t"}]},
+     400, "messages[0].content", "invalid_value"),
+    ("no text parts", {"model": "slm-mux", "messages": [{"role": "user", "content": []}]},
+     400, "messages[0].content", "invalid_value"),
+    ("empty last question", {"model": "debate", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"}, {"role": "user", "content": "  "}]},
+     400, "messages[3].content", "invalid_value"),
 ]  # fmt: skip
 
 
@@ -209,3 +220,24 @@ def test_a_client_that_disconnects_cancels_its_model_calls(serve: Serve, model: 
         for _ in range(calls):
             assert cancelled.acquire(timeout=10), "an upstream call was not cancelled"
         assert not cancelled.acquire(timeout=0)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(serve: Serve, scheme: str) -> None:
+    with serve(scripted_pool(), api_key="k-1") as url:
+        response = httpx.get(f"{url}/models", headers={"authorization": f"{scheme} k-1"})
+        wrong = httpx.get(f"{url}/models", headers={"authorization": f"{scheme} k-2"})
+        basic = httpx.get(f"{url}/models", headers={"authorization": "Basic k-1"})
+    assert response.status_code == 200
+    assert wrong.status_code == basic.status_code == 401
+
+
+def test_without_the_key_unknown_paths_and_methods_are_401_not_404(serve: Serve) -> None:
+    with serve(scripted_pool(), api_key="k-1") as url:
+        missing = httpx.get(f"{url}/embeddings")
+        wrong_method = httpx.get(f"{url}/chat/completions")
+        keyed = httpx.get(f"{url}/embeddings", headers={"authorization": "Bearer k-1"})
+    assert missing.status_code == wrong_method.status_code == 401
+    assert missing.json()["error"]["code"] == "invalid_api_key"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert keyed.status_code == 404

@@ -241,3 +241,28 @@ def test_workers_share_the_pools_limits_and_stop_on_sigterm(tmp_path: Path) -> N
 def test_a_bad_workers_count_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, err = run_main(capsys, "--pool", pool_file(tmp_path), "--workers", "0")
     assert status == 2 and "--workers" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "key", "warned"),
+    [("0.0.0.0", False, True), ("::", False, True), ("0.0.0.0", True, False),
+     ("127.0.0.1", False, False), ("localhost", False, False), ("::1", False, False)],
+)  # fmt: skip
+def test_listening_beyond_loopback_without_a_key_warns(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    key: bool,
+    warned: bool,
+) -> None:
+    if ":" in host and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    monkeypatch.setattr("slm_mux.server.run.serve", lambda app, sock: None)
+    monkeypatch.setenv("SLM_MUX_TEST_SERVE_KEY", "k")
+    extra = ["--api-key-env", "SLM_MUX_TEST_SERVE_KEY"] if key else []
+    code, err = run_main(
+        capsys, "--pool", pool_file(tmp_path), "--host", host, "--port", "0", *extra
+    )
+    assert code == 0
+    assert ("no --api-key-env is set" in err) is warned

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from slm_mux.adaptive import Policy
 from slm_mux.defaults import DEFAULT_K, MAX_K, MAX_SEED
 from slm_mux.errors import InputError
+from slm_mux.tasks.base import empty_question
 from slm_mux.tasks.loading import Shard
 
 MAX_TRIALS = 10_000
@@ -160,9 +161,10 @@ def policies(text: str) -> list[Policy]:
 
 
 def question(text: str) -> str:
-    """An argparse type: a question with some non-blank text."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"the question is empty: {text!r}")
+    """An argparse type: a question with some non-blank text (:func:`empty_question`)."""
+    problem = empty_question(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

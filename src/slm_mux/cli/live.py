@@ -134,6 +134,7 @@ def print_answer(answer: MuxAnswer, k: dict[str, int], *, adaptive_asked: bool) 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from slm_mux.engine import Mux
+    from slm_mux.reply_health import ReplyHealth
 
     accuracy: dict[str, float] = {}
     if args.store is not None:
@@ -150,6 +151,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     ) as mux:
         answer = mux.ask(args.question)
         k = {member.name: member.k for member in mux.members}
+    health = ReplyHealth()
+    health.add_answer(answer)
+    health.warn()
     if args.json:
         print_json(ask_json(answer, k))
     else:

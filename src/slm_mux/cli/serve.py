@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
 from pathlib import Path
 
 from slm_mux.cli import flags
@@ -47,12 +49,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     api_key(settings)  # a missing key variable is one error line here, not in each worker
     with closing(listen(args.host, args.port)) as sock:
+        if args.api_key_env is None and not _loopback(sock):
+            warn(
+                f"--host {args.host} accepts connections from other machines and no "
+                "--api-key-env is set: whoever reaches the port can use the pool's models"
+            )
         if args.workers == 1:
             serve(build_app(settings), sock)
         else:
             load_pool(settings.pool)  # a bad pool file is one error line, before any worker
             serve_workers(settings, sock)
     return 0
+
+
+def _loopback(sock: socket.socket) -> bool:
+    """Whether ``sock`` is bound to a loopback address (only this machine can connect)."""
+    return ipaddress.ip_address(sock.getsockname()[0].split("%")[0]).is_loopback
 
 
 def add_commands(add: flags.AddCommand) -> None:

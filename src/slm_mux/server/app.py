@@ -3,7 +3,10 @@
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /health``
 (which calls no model). Every error is an OpenAI-style JSON body, never a
 traceback. A request whose client disconnects before its answer is chosen
-has its model calls cancelled.
+has its model calls cancelled. A model's failure reaches the client as our own
+summary (:mod:`slm_mux.server.failures`), never as the upstream's text; the full
+reason (secrets redacted) goes to the server log, as does a warning when a model's
+replies are mostly empty or unreadable (:mod:`slm_mux.reply_health`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from slm_mux.errors import BackendError, InputError
 from slm_mux.live import answer, model_names
 from slm_mux.members import Member, close_members
 from slm_mux.methods import live_methods
+from slm_mux.reply_health import ReplyHealth
+from slm_mux.server.failures import public_message
 from slm_mux.server.protocol import ApiError, ChatRequest, chunks, completion
 from slm_mux.server.protocol import parse_request as parse
 from slm_mux.server.stops import StoppedTask
@@ -41,6 +46,10 @@ T = TypeVar("T")
 
 DISCONNECTED = 499
 """Status logged for a request whose client left before its answer (nginx's convention)."""
+
+UNAUTHORIZED = ApiError(
+    401, "missing or wrong API key (Authorization: Bearer …)", code="invalid_api_key"
+)
 
 
 def _json(payload: Mapping[str, Any], status: int = 200) -> Response:
@@ -108,24 +117,29 @@ def create_app(
 ) -> Starlette:
     """An OpenAI-compatible app answering with SLM-MUX, each method and each pool model.
 
-    ``api_key`` (when given) must come as ``Authorization: Bearer <key>`` on every
-    request; bodies over ``max_body_bytes`` get 413. With ``close`` the members'
-    backends are closed when the app shuts down; ``adaptive`` is SLM-MUX's sampling
-    policy (:func:`~slm_mux.live.answer`; default ``full``). A pool model named like a method
-    is an :class:`~slm_mux.errors.InputError`.
+    ``api_key`` (when given) must come as ``Authorization: Bearer <key>`` (the scheme in
+    any case) on every request, to an unknown path too; bodies over ``max_body_bytes``
+    get 413. With ``close`` the members' backends are closed when the app shuts down;
+    ``adaptive`` is SLM-MUX's sampling policy (:func:`~slm_mux.live.answer`; default
+    ``full``). A pool model named like a method is an :class:`~slm_mux.errors.InputError`.
     """
     names = [member.name for member in members]
-    clash = next((name for name in names if name in live_methods()), None)
+    methods = live_methods()
+    clash = next((name for name in names if name in methods), None)
     if clash is not None:
         raise InputError(f"model {clash!r}: the name of a method the server offers; rename it")
     models = model_names(members)
+    replies = ReplyHealth()
     created = int(time.time())
     accuracy = dict(validation_accuracy or {})
-    expected = None if api_key is None else f"Bearer {api_key}".encode()
+    expected = None if api_key is None else api_key.encode()
 
     def authorized(request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return expected is None or hmac.compare_digest(given, expected)
+        """Whether the request sends the key (the scheme ``Bearer`` in any case, RFC 9110)."""
+        if expected is None:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
     async def chat(request: Request) -> Response:
         try:
@@ -151,12 +165,26 @@ def create_app(
         except InputError as error:
             raise ApiError(400, str(error)) from None
         except BackendError as error:
-            raise ApiError(502, str(error), code="upstream_failed", kind="upstream_error") from None
+            log.warning("no answer to %s: %s", parsed.model, error)
+            head = "every model failed" if str(error).startswith("every model") else "no answer"
+            raise ApiError(
+                502,
+                f"{head}; {public_message(str(error), names)} (details in the server log)",
+                code="upstream_failed",
+                kind="upstream_error",
+            ) from None
         if live is None:
             log.info(
                 "client left before the answer to %s; its model calls were cancelled", parsed.model
             )
             return Response(status_code=DISCONNECTED)
+        for model, reason in live.failed.items():
+            log.warning("%s answered without %s: %s", parsed.model, model, reason)
+        if parsed.model in methods:
+            replies.add_answer(live)
+        else:
+            replies.add(parsed.model, live.texts)  # a pass-through: no task reads it
+        replies.warn()
         return _reply(parsed, live)
 
     async def list_models(request: Request) -> Response:
@@ -174,19 +202,20 @@ def create_app(
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             if not authorized(request):
-                return _error(
-                    ApiError(
-                        401,
-                        "missing or wrong API key (Authorization: Bearer …)",
-                        code="invalid_api_key",
-                    )
-                )
+                return _error(UNAUTHORIZED)
             try:
                 return await handler(request)
             except ApiError as error:
                 return _error(error)
 
         return endpoint
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        """Starlette's own 404 and 405 (an unknown path or method), OpenAI-style; a request
+        without the key learns nothing of which paths exist (401 first)."""
+        if not authorized(request):
+            return _error(UNAUTHORIZED)
+        return _http_error(request, error)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -200,7 +229,7 @@ def create_app(
             Route("/v1/models", guarded(list_models), methods=["GET"]),
             Route("/health", guarded(health), methods=["GET"]),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={HTTPException: http_error, Exception: _server_error},
         lifespan=lifespan,
     )
 
@@ -215,7 +244,7 @@ def _reply(parsed: ChatRequest, live: Answer) -> Response:
     )
 
 
-async def _http_error(request: Request, error: Exception) -> Response:
+def _http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404 and 405 (an unknown path or method), OpenAI-style."""
     status = error.status_code if isinstance(error, HTTPException) else 500
     message = f"{request.method} {request.url.path}: " + (

@@ -21,7 +21,9 @@ import orjson
 from slm_mux.defaults import MAX_K, MAX_SEED
 from slm_mux.engine import Answer
 from slm_mux.methods import live_methods, sampled_live_methods
+from slm_mux.server.failures import public_failures
 from slm_mux.server.stops import MAX_STOPS, cut
+from slm_mux.tasks.base import empty_question
 
 MAX_N = 128
 """Most replies a pass-through request may ask for (OpenAI's own limit)."""
@@ -158,8 +160,12 @@ def _messages(value: object) -> list[dict[str, str]]:
                 "content": _content(index, message.get("content")),
             }
         )
-    if not any(message["role"] == "user" for message in messages):
+    last = next((i for i in reversed(range(len(messages))) if messages[i]["role"] == "user"), None)
+    if last is None:
         raise _invalid("messages", "no user message to answer")
+    problem = empty_question(messages[last]["content"])
+    if problem is not None:
+        raise _invalid(f"messages[{last}].content", problem)
     return messages
 
 
@@ -265,8 +271,9 @@ def _usage(live: Answer) -> dict[str, int]:
 
 
 def selection(live: Answer) -> dict[str, Any]:
-    """The reply's ``slm_mux`` field: the answer, winning model, confidence, votes, failures;
-    with an adaptive policy also the policy, its rounds and the samples drawn (of full)."""
+    """The reply's ``slm_mux`` field: the answer, winning model, confidence, votes, failures
+    (each model's :func:`~slm_mux.server.failures.public_reason`); with an adaptive policy
+    also the policy, its rounds and the samples drawn (of full)."""
     adaptive = (
         {
             "adaptive": live.policy,
@@ -281,7 +288,7 @@ def selection(live: Answer) -> dict[str, Any]:
         "model": live.model,
         "confidence": live.confidence,
         "votes": live.votes,
-        "failed": live.failed,
+        "failed": public_failures(live.failed),
         **adaptive,
     }
 

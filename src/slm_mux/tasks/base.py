@@ -19,6 +19,12 @@ ANSWER_FORMAT = "Answer format:"
 that drops system turns drops it too (the in-process backend folds the rest)."""
 
 
+def empty_question(text: str) -> str | None:
+    """Why ``text`` cannot be asked (it has no non-blank character), or ``None``: the one
+    rule of ``ask`` and ``serve``."""
+    return None if text.strip() else f"the question is empty: {text!r}"
+
+
 def question_hash(text: str) -> str:
     """The id of a question that has none: sha1 of its stripped text, 12 hex digits.
 

@@ -76,8 +76,10 @@ from slm_mux.backends.openai.replicas import (
     shown_url,
 )
 from slm_mux.backends.openai.wire import (
+    NOTHING_PINNED,
     REJECTS_N,
     MalformedReply,
+    ServerSampling,
     one_line,
     parse_completions,
     parse_retry_after,
@@ -130,8 +132,10 @@ class OpenAICompatibleBackend:
     retries from ``retry_base_s`` (:class:`~.replicas.ReplicaSet`), both up to
     ``backoff_max_s``. A request waits for cooling replicas at most ``wait_budget_s``
     seconds in all (a patient one up to ``backoff_max_s``; ``None``: no limit), else
-    fails at once, counted in ``skipped``. ``clock`` and ``sleep`` time latencies,
-    cooldowns and pacing (replaceable for tests; see :class:`slm_mux.testing.ManualClock`).
+    fails at once, counted in ``skipped``. ``sampling`` holds the sampling settings the
+    pool entry pins on the server (:class:`~.wire.ServerSampling`). ``clock`` and
+    ``sleep`` time latencies, cooldowns and pacing (replaceable for tests; see
+    :class:`slm_mux.testing.ManualClock`).
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class OpenAICompatibleBackend:
         max_retries: int = 4,
         supports_n: bool | None = None,
         price: Price | None = None,
+        sampling: ServerSampling = NOTHING_PINNED,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         retry_base_s: float = 0.1,
@@ -178,6 +183,7 @@ class OpenAICompatibleBackend:
         self.skipped = 0
         """Requests failed at once because every replica cooled longer than they could wait."""
         self.price = price
+        self.sampling = sampling
         self.usage = Usage()
         self.waits: deque[tuple[str, float]] = deque(maxlen=256)
         """The latest waits before an attempt, newest last: ``("retry", s)`` while every
@@ -293,7 +299,7 @@ class OpenAICompatibleBackend:
     ) -> tuple[list[Completion], Endpoint]:
         """One request for ``n`` choices, retried: at least one choice and the endpoint that
         answered, or ``BackendError`` (``_NUnsupported`` when ``n > 1`` is refused)."""
-        body = request_body(self.model, request, n, seed)
+        body = request_body(self.model, request, n, seed, self.sampling)
         usable = Endpoint.may_honour_n if n > 1 else None
         budget = self._wait_budget(request)
         spent = 0.0  # waiting for recoveries, in earlier attempts

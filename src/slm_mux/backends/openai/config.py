@@ -1,13 +1,14 @@
 """The pool-file entry of an OpenAI-compatible model (``backend: openai``).
 
-Importing it is light (pydantic only): the client, and with it ``aiohttp``,
-loads when :meth:`OpenAIConfig.build` runs. Server URLs are checked when the pool
+Importing it is light (pydantic and the wire format only): the client, and with it
+``aiohttp``, loads when :meth:`OpenAIConfig.build` runs. Server URLs are checked when the pool
 loads (:func:`url_problem`); ``user:password@`` credentials in one are sent as HTTP
 Basic auth and appear in no message.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from pydantic import Field, model_validator
 
 from slm_mux.backends.config import ModelBase, Strict, key_error
 from slm_mux.backends.openai.replicas import WAIT_BUDGET_S
+from slm_mux.backends.openai.wire import CONTROLLED, ServerSampling
 
 if TYPE_CHECKING:
     from slm_mux.backends.openai.client import OpenAICompatibleBackend
@@ -92,6 +94,29 @@ class OpenAIConfig(ModelBase):
         default=None,
         description="Whether the server honours n; null to detect it (and cache what was learned).",
     )
+    top_k: int | None = Field(
+        default=None,
+        ge=-1,
+        description="Server-side top-k, sent with every request (llama.cpp reads 0 as off, "
+        "vLLM -1); null: not sent, the server's own default applies.",
+    )
+    min_p: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Server-side min-p, sent with every request (0: off); null: not sent.",
+    )
+    repeat_penalty: float | None = Field(
+        default=None,
+        gt=0,
+        description="Server-side repeat penalty (llama.cpp's name), sent with every "
+        "request (1: off); null: not sent.",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More fields merged into every request body, for a server's own "
+        "settings (vLLM's repetition_penalty, say); not the fields slm-mux sets.",
+    )
 
     @model_validator(mode="after")
     def _one_address(self) -> OpenAIConfig:
@@ -117,6 +142,29 @@ class OpenAIConfig(ModelBase):
                 raise key_error(key, f"model {self.name!r}: {shown} is listed twice")
             seen.add(shown)
         return self
+
+    @model_validator(mode="after")
+    def _check_extra_body(self) -> OpenAIConfig:
+        for key, value in self.extra_body.items():
+            if key in ("top_k", "min_p", "repeat_penalty"):
+                raise key_error(f"extra_body.{key}", f"model {self.name!r}: use the key {key}")
+            if key in CONTROLLED:
+                raise key_error(f"extra_body.{key}", f"model {self.name!r}: slm-mux sets it")
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise key_error(
+                    f"extra_body.{key}", f"model {self.name!r}: not a JSON value ({value!r})"
+                ) from None
+        return self
+
+    def server_sampling(self) -> ServerSampling:
+        """What this entry pins on its server: its ``top_k``, ``min_p``,
+        ``repeat_penalty`` and ``extra_body``, and ``top_p`` whenever the pool file sets
+        it (here or in ``defaults``), even at 1."""
+        named = {"top_k": self.top_k, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty}
+        fields = {key: value for key, value in named.items() if value is not None}
+        return ServerSampling({**fields, **self.extra_body}, top_p=self.top_p is not None)
 
     def replicas(self) -> list[tuple[str, int]]:
         """Each server's URL (without a trailing ``/``) and concurrency limit."""
@@ -157,8 +205,11 @@ class OpenAIConfig(ModelBase):
         )
 
     def identity(self) -> dict[str, Any]:
-        """The served model's name (not its servers: replicas serve the same weights)."""
-        return {"model": self.model}
+        """The served model's name (not its servers: replicas serve the same weights) and
+        the fields it pins on them (:meth:`server_sampling`; entries without any keep their
+        hash). ``top_p`` is hashed with the other settings, pinned or not."""
+        fields = dict(self.server_sampling().fields)
+        return {"model": self.model, **({"server_sampling": fields} if fields else {})}
 
     def build(self) -> OpenAICompatibleBackend:
         """The backend; reads the API key from ``api_key_env``, if set."""
@@ -177,6 +228,7 @@ class OpenAIConfig(ModelBase):
             wait_budget_s=self.wait_budget_s,
             supports_n=self.supports_n,
             price=self.price.price() if self.price is not None else None,
+            sampling=self.server_sampling(),
         )
 
 

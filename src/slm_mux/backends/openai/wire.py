@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from slm_mux.backends.base import Completion, GenerationRequest, split_tokens
@@ -26,22 +27,49 @@ REJECTS_N = re.compile(
 )
 
 
+CONTROLLED = frozenset(
+    {"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "n", "seed"}
+    | {"top_p", "top_k", "min_p", "repeat_penalty", "stream", "stream_options", "logprobs"}
+)
+"""Request fields slm-mux sets itself (or reads the reply of): a pool entry's
+``extra_body`` may not hold them."""
+
+
 class MalformedReply(BackendError):
     """A server's reply is not a chat completion we can read."""
 
 
+@dataclass(frozen=True)
+class ServerSampling:
+    """Sampling settings a pool entry pins on its server, sent with every request:
+    ``fields`` (its ``top_k``, ``min_p``, ``repeat_penalty`` and ``extra_body``, none of
+    them in :data:`CONTROLLED`) and, with ``top_p``, the request's ``top_p`` even at 1."""
+
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    top_p: bool = False
+
+
+NOTHING_PINNED = ServerSampling()
+
+
 def request_body(
-    model: str, request: GenerationRequest, n: int, seed: int | None
+    model: str,
+    request: GenerationRequest,
+    n: int,
+    seed: int | None,
+    pinned: ServerSampling = NOTHING_PINNED,
 ) -> dict[str, Any]:
     """The JSON body asking ``model`` for ``n`` choices (``top_p``, ``n`` and ``seed``
-    only when they say something: below 1, above 1, given)."""
+    only when they say something: below 1 or pinned, above 1, given), with the
+    ``pinned`` sampling settings."""
     body: dict[str, Any] = {
+        **pinned.fields,
         "model": model,
         "messages": request.messages,
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
     }
-    if request.top_p < 1:
+    if request.top_p < 1 or pinned.top_p:
         body["top_p"] = request.top_p
     if n > 1:
         body["n"] = n
