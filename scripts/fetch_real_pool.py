@@ -45,6 +45,8 @@ class RealModel:
     sha256: str
     stop: tuple[str, ...]
     chat_format: str
+    max_tokens: int | None = None
+    """Overrides the pool's 128: the base model rambles (behind llama.cpp, to the limit)."""
 
 
 MODELS = (
@@ -71,13 +73,14 @@ MODELS = (
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         stop=("\n\n",),  # a base model: no chat template, it would write on to max_tokens
         chat_format="gemma",
+        max_tokens=64,
     ),
 )
 
 POOL_DEFAULTS = """\
 defaults:
   temperature: 0.3
-  k: 5
+  k: 3
   max_tokens: 128
 """
 
@@ -153,6 +156,8 @@ def inprocess_pool(files: dict[str, Path]) -> str:
         ]
         if model.stop:
             lines.append(f"    stop: {list(model.stop)!r}".replace("'", '"'))
+        if model.max_tokens is not None:
+            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 
@@ -167,6 +172,8 @@ def llamacpp_pool() -> str:
             f"    model: {model.name}",
             "    max_concurrency: 4",
         ]
+        if model.max_tokens is not None:
+            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 

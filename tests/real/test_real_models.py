@@ -18,18 +18,7 @@ from slm_mux.backends import GenerationRequest, TransformersBackend
 from slm_mux.tasks import Question, get_task
 
 pytestmark = pytest.mark.real
-POOL = Path(os.environ.get("SLM_MUX_REAL_POOL", "~/.cache/slm-mux/real-pool")).expanduser()
-SMOLLM2 = POOL / "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEELS = os.environ.get("SLM_MUX_WHEELS")
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    if not SMOLLM2.is_file():
-        pytest.skip(f"no real pool at {POOL}: run scripts/fetch_real_pool.py (SLM_MUX_REAL_POOL)")
-    pytest.importorskip("gguf", reason="the real pool needs the gguf extra")
-    pytest.importorskip("accelerate", reason="the real pool needs the gguf extra")
-    return SMOLLM2
 
 
 async def test_smollm2_answers_arith_in_the_asked_format(smollm2: Path) -> None:
