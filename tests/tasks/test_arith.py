@@ -225,9 +225,16 @@ def test_bundled_model_answers_in_format(model_dir: Path) -> None:
         ("12 + 7 = 8\n\nThe answer is 8.", "8"),
         ("23*4-5 = 12*2-12 = 12*2 = 24\n\nThe answer is 24.", "24"),
         ("23*4 - 5 = 11\n\nSo, the answer is 11.", "11"),
-        ("12 + 7 = 8\n\nThis is the final answer.", None),
+        ("12 + 7 = 8\n\nThis is the final answer.", "8"),
         ("The answer is 2.5 apples.", None),
         ("The answer is 3. #### 4", "4"),
+        # and behind llama.cpp's server (chatml, temperature 0.3)
+        ("19 + 26 = 35", "35"),
+        ("0*3+1 = 2.\n```", "2"),
+        ('27 * 9 = 243\nThe answer is "#### 18"', "18"),
+        ("18.02\n```", None),
+        ("19-20-4\n```", None),
+        ("10 * 2 = 20.5", None),
     ],
 )
 def test_a_stated_answer_counts_when_the_format_was_skipped(reply: str, answer: str | None) -> None:

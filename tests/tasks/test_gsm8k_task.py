@@ -106,3 +106,22 @@ def test_prompt_asks_for_a_final_marker_line() -> None:
     [message] = get_task("gsm8k").messages(Question("0", "How many?", "3"))
     assert message["content"].startswith("How many?")
     assert "#### <number>" in message["content"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [  # Gemma 3 270M base and SmolLM2-135M-Instruct on one-step word problems (in process)
+        ("1.  ", None),  # a list begun and cut at its stop: no answer, not "1"
+        ("1. ", None),
+        ("1.  The number of stamps Carla has is 3.", "3"),
+        (
+            "1. Gus has 10 books.\n2. Eli gives Gus 4 more.\n3. So, Gus now has 10 + 4 = 14 books.",
+            "14",
+        ),
+        ("1. First, find the total number of stickers.\n2. Then, find", None),
+        ("The answer is:\n18.", "18"),
+        ("a) Carla has 12 shells.", "12"),
+    ],
+)
+def test_list_item_numbers_are_not_answers(reply: str, answer: str | None) -> None:
+    assert Gsm8kTask().extract(reply) == answer

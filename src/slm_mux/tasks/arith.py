@@ -42,6 +42,9 @@ _EXPRESSION = re.compile(r"\d+(?:[+\-*]\d+)*")
 _STEP = re.compile(r"([+\-*])(\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
 _STATED = re.compile(r"answer is:?\s*\**([+-]?\d+)\b(?![.,]\d)", re.IGNORECASE)
+# A real model's spaced equation, ``12 + 7 = 8``: the bundled tiny models never put a
+# space before ``=`` (``47+38=85``), so their truncated scratchpads still read as no answer.
+_EQUATION = re.compile(r" =\s*\**([+-]?\d+)\b(?![.,]\d)")
 
 
 def problem_type(expression: str) -> ProblemType:
@@ -161,13 +164,15 @@ class ArithTask(Task):
         ]
 
     def extract(self, text: str) -> str | None:
-        """The integer after the last ``####``; else after a last "the answer is"
-        (what real instruction models write when they skip the format)."""
+        """The integer after the last ``####`` (quotes and bold around it ignored); else,
+        what real instruction models write when they skip the format, the integer after a
+        last "the answer is", else after the last spaced ``=`` (``12 + 7 = 8``)."""
         if "####" not in text:
-            stated = _STATED.findall(text)
+            stated = _STATED.findall(text) or _EQUATION.findall(text)
             return stated[-1] if stated else None
         tail = text.rsplit("####", 1)[1].split()
-        return tail[0] if tail and _INTEGER.fullmatch(tail[0]) else None
+        word = tail[0].strip("\"'*`") if tail else ""
+        return word if _INTEGER.fullmatch(word) else None
 
     def canonical(self, answer: str) -> str:
         stripped = answer.strip()

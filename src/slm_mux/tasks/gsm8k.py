@@ -13,6 +13,9 @@ from slm_mux.tasks.base import Message, Question, Task
 
 _NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
 _PLAIN = re.compile(r"(-?)(\d*)(?:\.(\d*))?")
+# A list item's number ("1. First, ...", "2) ..."): a line's first word, a dot or a bracket,
+# then a space. Real small models start lists they never finish ("1.  "): no answer.
+_LIST_MARKER = re.compile(r"^[ \t]*\d{1,2}[.)][ \t]+", re.MULTILINE)
 _MARKER = "####"
 
 
@@ -30,8 +33,9 @@ def plain_decimal(text: str) -> str | None:
 
 
 def last_number(text: str) -> str | None:
-    """The last number written in ``text`` (with its sign, ``$`` and commas), if any."""
-    numbers = _NUMBER.findall(text)
+    """The last number written in ``text`` (with its sign, ``$`` and commas), if any;
+    list items' numbers (``1. ``) do not count."""
+    numbers = _NUMBER.findall(_LIST_MARKER.sub(" ", text))
     return numbers[-1] if numbers else None
 
 
