@@ -396,3 +396,23 @@ def test_a_with_block_inside_a_running_loop_schedules_the_release_on_it() -> Non
 
     asyncio.run(use())
     assert backend.closed == 1
+
+
+def test_samples_left_after_an_interruption_keep_their_own_seeds() -> None:
+    from slm_mux.calls import sample_seed
+    from slm_mux.engine import sample_stream
+
+    backend = ScriptedBackend("m", {"*": ["#### 1"]})
+    member = Member(backend, k=3, seed=7)
+    question = QUESTIONS[0]
+
+    async def drawn() -> list[int]:
+        stream = sample_stream(member, get_task("gsm8k"), question, [0, 2, 3])
+        return [number async for batch in stream for number, _ in batch]
+
+    assert sorted(asyncio.run(drawn())) == [0, 2, 3]
+    # Sample 2 is seeded as sample 2, not as the second of a request seeded by sample 0.
+    assert [(r.seed, r.n) for r in backend.requests] == [
+        (sample_seed(7, question.id, 0), 1),
+        (sample_seed(7, question.id, 2), 2),
+    ]

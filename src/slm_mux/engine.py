@@ -58,19 +58,28 @@ def sample_stream(
 ) -> AsyncGenerator[Batch, None]:
     """Ask one model for the samples numbered ``samples``, in batches as they finish.
 
-    One request for ``len(samples)`` completions, seeded by the first sample's
-    number; each batch names the samples by their numbers in ``samples``. The request
-    is patient (:attr:`~slm_mux.backends.base.GenerationRequest.patient`): this is how a
-    collection draws, and it wants every sample more than a quick answer.
+    One request per run of consecutive numbers, for that run's completions, seeded
+    by its first number: the sample numbered *i* always has the seed of *i*, so the
+    samples left after an interruption (say 0 and 2, with 1 stored) are the ones an
+    uninterrupted run draws. Each batch names the samples by their numbers. Requests
+    are patient (:attr:`~slm_mux.backends.base.GenerationRequest.patient`): this is
+    how a collection draws, and it wants every sample more than a quick answer.
     """
-    request = member.request(
-        task.messages(question), len(samples), sample_seed(member.seed, question.id, samples[0])
-    )
-    request = replace(request, patient=True)
+    runs: list[list[int]] = []
+    for number in samples:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    messages = task.messages(question)
 
     async def numbered() -> AsyncGenerator[Batch, None]:
-        async for batch in member.backend.stream(request):
-            yield [(samples[index], completion) for index, completion in batch]
+        for run in runs:
+            request = member.request(
+                messages, len(run), sample_seed(member.seed, question.id, run[0])
+            )
+            async for batch in member.backend.stream(replace(request, patient=True)):
+                yield [(run[index], completion) for index, completion in batch]
 
     return numbered()
 
