@@ -32,10 +32,17 @@ from slm_mux.errors import BackendError, InputError
 from slm_mux.members import Member
 from slm_mux.methods import live_methods
 from slm_mux.methods.prompts import with_system
-from slm_mux.tasks.base import Message, Question, Task, empty_question, question_hash
+from slm_mux.tasks.base import (
+    Message,
+    Question,
+    Task,
+    WrappedTask,
+    empty_question,
+    question_hash,
+)
 
 
-class ChatTask(Task):
+class ChatTask(WrappedTask):
     """A task wrapped around one chat request.
 
     :meth:`messages` gives the request's messages before its last user message (system
@@ -51,9 +58,7 @@ class ChatTask(Task):
         )
         if last is None:
             raise InputError("the request has no user message")
-        self.base = base
-        self.name = base.name
-        self.exact_equivalence = base.exact_equivalence
+        super().__init__(base)
         self._before = list(messages[:last])
         self._after = list(messages[last + 1 :])
         text = messages[last].get("content", "")
@@ -71,21 +76,6 @@ class ChatTask(Task):
                 head = with_system(message["content"], head)
         turns = [m for m in prompt if m["role"] != "system"]
         return [*head, *turns, *self._after]
-
-    def extract(self, text: str) -> str | None:
-        return self.base.extract(text)
-
-    def canonical(self, answer: str) -> str:
-        return self.base.canonical(answer)
-
-    def grade(self, answer: str | None, reference: str) -> bool:
-        return self.base.grade(answer, reference)
-
-    def equivalent(self, first: str, second: str) -> bool:
-        return self.base.equivalent(first, second)
-
-    def cluster(self, answers: Sequence[str]) -> list[int]:
-        return self.base.cluster(answers)
 
 
 def model_names(members: Sequence[Member]) -> list[str]:

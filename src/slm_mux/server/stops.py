@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from slm_mux.tasks import Message, Question, Task
+from slm_mux.tasks import Task
+from slm_mux.tasks.base import WrappedTask
 
 MAX_STOPS = 4
 """Most stop sequences a request may give (OpenAI's limit)."""
@@ -21,29 +22,12 @@ def cut(text: str, stop: Sequence[str]) -> str:
     return text[: min(ends)] if ends else text
 
 
-class StoppedTask(Task):
+class StoppedTask(WrappedTask):
     """``base`` with every response cut at ``stop`` before its answer is extracted."""
 
     def __init__(self, base: Task, stop: Sequence[str]) -> None:
-        self.base = base
+        super().__init__(base)
         self.stop = tuple(stop)
-        self.name = base.name
-        self.exact_equivalence = base.exact_equivalence
-
-    def messages(self, question: Question) -> list[Message]:
-        return self.base.messages(question)
 
     def extract(self, text: str) -> str | None:
         return self.base.extract(cut(text, self.stop))
-
-    def canonical(self, answer: str) -> str:
-        return self.base.canonical(answer)
-
-    def grade(self, answer: str | None, reference: str) -> bool:
-        return self.base.grade(answer, reference)
-
-    def equivalent(self, first: str, second: str) -> bool:
-        return self.base.equivalent(first, second)
-
-    def cluster(self, answers: Sequence[str]) -> list[int]:
-        return self.base.cluster(answers)

@@ -101,3 +101,31 @@ class Task(ABC):
                 by_form[form] = match
             classes.append(by_form[form])
         return classes
+
+
+class WrappedTask(Task):
+    """``base`` with something changed: every method is ``base``'s until a subclass
+    overrides it (a request's own messages, a reply cut at stop sequences)."""
+
+    def __init__(self, base: Task) -> None:
+        self.base = base
+        self.name = base.name
+        self.exact_equivalence = base.exact_equivalence
+
+    def messages(self, question: Question) -> list[Message]:
+        return self.base.messages(question)
+
+    def extract(self, text: str) -> str | None:
+        return self.base.extract(text)
+
+    def canonical(self, answer: str) -> str:
+        return self.base.canonical(answer)
+
+    def grade(self, answer: str | None, reference: str) -> bool:
+        return self.base.grade(answer, reference)
+
+    def equivalent(self, first: str, second: str) -> bool:
+        return self.base.equivalent(first, second)
+
+    def cluster(self, answers: Sequence[str]) -> list[int]:
+        return self.base.cluster(answers)
