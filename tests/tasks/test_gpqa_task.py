@@ -44,6 +44,19 @@ OPTIONS = ["the right one", "wrong one", "wrong two", "wrong three"]
         ("(A) is correct? No.\nAnswer: B", "B"),
         ("Answer: A\nOn reflection, \\boxed{C}", "C"),
         ("Answer: A\nWait. Answer: D", "D"),
+        ("Answer: A\nWait. Answer: D\nNo. Answer: A", "A"),
+        # SmolLM2-135M's replies that list the options (facts set, 2026-12-05): three or
+        # more different letters stated as the answer are no answer.
+        (
+            "1. The answer is A) Saturn.\n2. The correct answer is C) Mercury.\n"
+            "3. The answer is D) Neptune.",
+            None,
+        ),
+        (
+            "1. The answer is A) Beijing.\n2. The answer is B) Ottawa.\n3. The answer is C) "
+            "Warsaw.\n4. The answer is D) Nairobi.\n\nThe answer is not a valid option.",
+            None,
+        ),
         ("(A) is incorrect and (B) is correct", "B"),
         # No letter: pronouns, words that start with a letter, options past D.
         ("The answer is Because of symmetry", None),

@@ -30,6 +30,8 @@ _TIERS = tuple(
         r"(?m)^[\s*(]*([A-D])[\s*).]*\Z",
     )
 )
+_LISTED = 3
+"""Different letters stated as the answer that make a response a list of options."""
 _PREFIX = r"\s*\(?{letter}[).:]?\s+"
 
 
@@ -39,11 +41,15 @@ def extract_letter(text: str) -> str | None:
     Tried in order, taking the last match of the first kind that occurs:
     ``\\boxed{B}``; ``answer is (B)``/``Answer: B``/``**Answer:** B``;
     ``(B) is correct``; a final line that is only the letter.
+
+    A response whose matches of that kind name three or more different letters lists
+    the options instead of choosing one (small models write ``1. The answer is A) …
+    2. The answer is B) …``): it has no answer.
     """
     for tier in _TIERS:
         found = tier.findall(text.strip())
         if found:
-            return str(found[-1])
+            return str(found[-1]) if len(set(found)) < _LISTED else None
     return None
 
 
