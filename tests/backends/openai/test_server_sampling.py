@@ -1,5 +1,5 @@
-"""A pool entry pins the sampling settings its server uses (issue 19 §2): named keys and
-``extra_body`` reach the request body; keys slm-mux sets are refused; the in-process
+"""A pool entry pins the sampling settings its server uses (issue 19 §2): named keys,
+``stop`` and ``extra_body`` reach the request body; keys slm-mux sets are refused; the in-process
 backend refuses the server-only keys."""
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ async def test_pinned_settings_arrive_in_every_request_body() -> None:
             top_k=0,
             min_p=0,
             repeat_penalty=1,
+            stop=["\n\n", "Question:"],
             extra_body={"repetition_penalty": 1.0, "cache_prompt": False},
         )
         body = await _first_body(url, server, pool)
     assert body["top_p"] == 1
+    assert body["stop"] == ["\n\n", "Question:"]
     assert (body["top_k"], body["min_p"], body["repeat_penalty"]) == (0, 0, 1)
     assert (body["repetition_penalty"], body["cache_prompt"]) == (1.0, False)
     assert (body["model"], body["temperature"]) == ("m", 0.3)  # ours, untouched
@@ -51,7 +53,7 @@ async def test_pinned_settings_arrive_in_every_request_body() -> None:
 async def test_nothing_pinned_sends_no_sampling_field() -> None:
     with run_fake_server() as (url, server):
         body = await _first_body(url, server, _pool(url))
-    assert not {"top_p", "top_k", "min_p", "repeat_penalty"} & set(body)
+    assert not {"top_p", "top_k", "min_p", "repeat_penalty", "stop"} & set(body)
 
 
 async def test_a_top_p_set_in_defaults_is_sent_even_at_one() -> None:
@@ -66,6 +68,7 @@ async def test_a_top_p_set_in_defaults_is_sent_even_at_one() -> None:
         ({"temperature": 0.9}, "models[0].extra_body.temperature: model 'm': slm-mux sets it"),
         ({"n": 2}, "models[0].extra_body.n: model 'm': slm-mux sets it"),
         ({"top_k": 5}, "models[0].extra_body.top_k: model 'm': use the key top_k"),
+        ({"stop": ["x"]}, "models[0].extra_body.stop: model 'm': use the key stop"),
         ({"when": float("nan")}, "models[0].extra_body.when: model 'm': not a JSON value"),
     ],
 )
@@ -76,6 +79,12 @@ def test_extra_body_keys_that_slm_mux_sets_are_refused_naming_the_key(
         _pool("http://127.0.0.1:9/v1", extra_body=extra)
     assert str(refused.value).startswith(f"pool: {message}")
     assert "\n" not in str(refused.value)
+
+
+def test_an_empty_stop_string_is_refused() -> None:
+    with pytest.raises(InputError) as refused:
+        _pool("http://127.0.0.1:9/v1", stop=["\n\n", ""])
+    assert str(refused.value) == "pool: models[0].stop: model 'm': an empty stop string"
 
 
 def test_a_yaml_date_in_extra_body_is_refused(tmp_path: Any) -> None:
@@ -106,6 +115,8 @@ def test_pinning_changes_the_settings_hash_and_nothing_else_does() -> None:
     before = plain.models[0].settings_hash(plain.defaults)
     # top_p is hashed as a setting (1 left out, so older stores keep their hash).
     assert _pool(url, top_p=1).models[0].identity() == {"model": "m"}
-    for pinned in ({"top_k": 0}, {"min_p": 0.0}, {"repeat_penalty": 1.0}, {"extra_body": {"x": 1}}):
+    pins: list[dict[str, Any]] = [{"top_k": 0}, {"min_p": 0.0}, {"repeat_penalty": 1.0}]
+    pins += [{"stop": ["\n\n"]}, {"extra_body": {"x": 1}}]
+    for pinned in pins:
         pool = _pool(url, **pinned)
         assert pool.models[0].settings_hash(pool.defaults) != before, pinned

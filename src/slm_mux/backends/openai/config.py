@@ -112,6 +112,11 @@ class OpenAIConfig(ModelBase):
         description="Server-side repeat penalty (llama.cpp's name), sent with every "
         "request (1: off); null: not sent.",
     )
+    stop: list[str] = Field(
+        default_factory=list,
+        description="Stop strings, sent with every request: the server ends a sample at the "
+        "first and cuts it from the text (a base model without an end of turn needs one).",
+    )
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
         description="More fields merged into every request body, for a server's own "
@@ -145,8 +150,10 @@ class OpenAIConfig(ModelBase):
 
     @model_validator(mode="after")
     def _check_extra_body(self) -> OpenAIConfig:
+        if "" in self.stop:
+            raise key_error("stop", f"model {self.name!r}: an empty stop string")
         for key, value in self.extra_body.items():
-            if key in ("top_k", "min_p", "repeat_penalty"):
+            if key in ("top_k", "min_p", "repeat_penalty", "stop"):
                 raise key_error(f"extra_body.{key}", f"model {self.name!r}: use the key {key}")
             if key in CONTROLLED:
                 raise key_error(f"extra_body.{key}", f"model {self.name!r}: slm-mux sets it")
@@ -160,10 +167,12 @@ class OpenAIConfig(ModelBase):
 
     def server_sampling(self) -> ServerSampling:
         """What this entry pins on its server: its ``top_k``, ``min_p``,
-        ``repeat_penalty`` and ``extra_body``, and ``top_p`` whenever the pool file sets
+        ``repeat_penalty``, ``stop`` and ``extra_body``, and ``top_p`` whenever the pool file sets
         it (here or in ``defaults``), even at 1."""
         named = {"top_k": self.top_k, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty}
-        fields = {key: value for key, value in named.items() if value is not None}
+        fields: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
+        if self.stop:
+            fields["stop"] = list(self.stop)
         return ServerSampling({**fields, **self.extra_body}, top_p=self.top_p is not None)
 
     def replicas(self) -> list[tuple[str, int]]:

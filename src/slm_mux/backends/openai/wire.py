@@ -29,7 +29,8 @@ REJECTS_N = re.compile(
 
 CONTROLLED = frozenset(
     {"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "n", "seed"}
-    | {"top_p", "top_k", "min_p", "repeat_penalty", "stream", "stream_options", "logprobs"}
+    | {"top_p", "top_k", "min_p", "repeat_penalty", "stop", "stream", "stream_options"}
+    | {"logprobs"}
 )
 """Request fields slm-mux sets itself (or reads the reply of): a pool entry's
 ``extra_body`` may not hold them."""
@@ -42,7 +43,7 @@ class MalformedReply(BackendError):
 @dataclass(frozen=True)
 class ServerSampling:
     """Sampling settings a pool entry pins on its server, sent with every request:
-    ``fields`` (its ``top_k``, ``min_p``, ``repeat_penalty`` and ``extra_body``, none of
+    ``fields`` (its ``top_k``, ``min_p``, ``repeat_penalty``, ``stop`` and ``extra_body``, none of
     them in :data:`CONTROLLED`) and, with ``top_p``, the request's ``top_p`` even at 1."""
 
     fields: Mapping[str, Any] = field(default_factory=dict)
