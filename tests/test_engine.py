@@ -416,3 +416,14 @@ def test_samples_left_after_an_interruption_keep_their_own_seeds() -> None:
         (sample_seed(7, question.id, 0), 1),
         (sample_seed(7, question.id, 2), 2),
     ]
+
+
+@pytest.mark.parametrize("question", ["", "  \n\t", Question("q", " ", "")])
+def test_the_python_api_refuses_an_empty_question_before_any_request(
+    question: str | Question,
+) -> None:
+    backend = ScriptedBackend("a", {"*": ["#### 3"]})
+    with Mux([Member(backend, k=2)], task="gsm8k") as mux, pytest.raises(InputError) as refused:
+        mux.ask(question)
+    assert str(refused.value).startswith("the question is empty: ")
+    assert backend.usage.completions == 0

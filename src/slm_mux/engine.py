@@ -34,6 +34,7 @@ from slm_mux.methods import MethodOutcome, Settings
 from slm_mux.methods.registry import Ballot, MethodSpec, Vote, get_method
 from slm_mux.selection import NO_VOTE, encode, tie_break_rank
 from slm_mux.tasks import Question, Task, get_task
+from slm_mux.tasks.base import empty_question
 
 if TYPE_CHECKING:
     from slm_mux.pool import Pool
@@ -509,8 +510,13 @@ class Mux:
 
     async def aask(self, question: str | Question) -> Answer:
         """Ask every model concurrently (in the policy's rounds) and pick the answer
-        with SLM-MUX (:func:`run` through a :class:`~slm_mux.calls.LiveCaller`)."""
+        with SLM-MUX (:func:`run` through a :class:`~slm_mux.calls.LiveCaller`).
+        A question without a non-blank character is an :class:`InputError`, as in
+        ``ask`` and ``serve``."""
         item = question if isinstance(question, Question) else Question("ask", question, "")
+        problem = empty_question(item.text)
+        if problem is not None:
+            raise InputError(problem)
         self._opened = True
         caller = LiveCaller({m.name: m for m in self.members}, item, "slm-mux")
         return await run(
