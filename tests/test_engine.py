@@ -328,8 +328,11 @@ def test_collection_refuses_to_mix_generation_settings(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
         _collect([_member("a", ["#### 2"])], store)
         changed = Member(ScriptedBackend("a", {"*": ["#### 2"]}), k=4, settings_hash="h-other")
-        with pytest.raises(InputError, match="'a' has test samples drawn with other generation"):
+        with pytest.raises(
+            InputError, match="'a' has test samples drawn with other generation"
+        ) as e:
             _collect([changed], store)
+        assert "top_p, stop or server pins" in str(e.value)  # what the hash covers, pins too
         assert store.count() == len(QUESTIONS) * 3
 
 

@@ -31,7 +31,7 @@ from slm_mux.members import Member, close_members
 from slm_mux.pool import Pool, members_of
 from slm_mux.progress import SILENT, Progress, ProgressRow
 from slm_mux.reply_health import ReplyHealth
-from slm_mux.sample import Sample, Split
+from slm_mux.sample import HASHED_SETTINGS, Sample, Split
 from slm_mux.store import Store
 from slm_mux.tasks import Question, Task, get_task
 from slm_mux.tasks.loading import QuestionSet
@@ -156,7 +156,7 @@ def _check_settings(store: Store, member: Member, task: str, split: Split) -> No
     if other:
         raise InputError(
             f"{store.path}: model {member.name!r} has {split} samples drawn with other "
-            "generation settings (model, temperature, max_tokens or seed); "
+            f"generation settings ({HASHED_SETTINGS}); "
             "use another store or model name"
         )
 

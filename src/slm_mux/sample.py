@@ -9,6 +9,11 @@ Split = Literal["validation", "test"]
 SPLITS: tuple[Split, ...] = ("validation", "test")
 
 
+HASHED_SETTINGS = "model and its loading, temperature, max_tokens, seed, top_p, stop or server pins"
+"""What a sample's ``settings_hash`` covers
+(:meth:`~slm_mux.backends.config.ModelBase.settings_hash`), as error messages name it."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One sample of one model on one question.

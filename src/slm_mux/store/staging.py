@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from slm_mux.errors import InputError
-from slm_mux.sample import Sample
+from slm_mux.sample import HASHED_SETTINGS, Sample
 from slm_mux.store.calls import RECORD_TABLES, RecordTable
 from slm_mux.store.records import (
     COLUMNS,
@@ -116,7 +116,7 @@ def other_settings(model: str, task: str, split: str, than: str) -> str:
     """Why samples drawn with other generation settings than ``than`` are refused."""
     return (
         f"model {model!r} has {split} samples ({task}) drawn with other generation settings "
-        f"(model, temperature, max_tokens or seed) than {than}; nothing imported "
+        f"({HASHED_SETTINGS}) than {than}; nothing imported "
         "(collect one model name with one set of settings)"
     )
 
