@@ -2,7 +2,8 @@
 
 What ``llama_cpp.server`` (llama-cpp-python 0.3) does with the sampling fields, as
 found here: it answers ``n > 1`` with one choice, honours ``seed`` (the same seed
-gives the same text) and ``max_tokens``. So the openai backend learns after two
+gives the same text), ``max_tokens`` and ``stop``, and takes the pins that turn its own
+samplers off. So the openai backend learns after two
 short replies that the endpoint does not honour ``n`` and sends one request per
 sample, sample ``i`` seeded ``base + i``.
 """
@@ -56,6 +57,19 @@ def test_the_server_ignores_n_and_honours_seed_and_max_tokens(llamacpp_smollm2: 
     short = chat(llamacpp_smollm2, seed=1, max_tokens=5)
     assert short["usage"]["completion_tokens"] == 5  # type: ignore[index]
     assert short["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+
+
+def test_the_server_honours_stop_and_takes_the_pins_that_turn_its_samplers_off(
+    llamacpp_smollm2: str,
+) -> None:
+    pins = {"top_p": 1, "top_k": 0, "min_p": 0, "repeat_penalty": 1}  # fetch_real_pool's
+    counting = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    reply = chat(llamacpp_smollm2, messages=counting, seed=1, stop=[","], **pins)
+    (text,) = texts(reply)
+    assert "," not in text and text.strip()
+    assert reply["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
+    pinned = chat(llamacpp_smollm2, seed=1, **pins)
+    assert texts(pinned) == texts(chat(llamacpp_smollm2, seed=1, **pins))
 
 
 def write_pool(path: Path, base_url: str) -> Path:
