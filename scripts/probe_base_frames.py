@@ -12,8 +12,9 @@ replies with the sets' own tasks:
   reply is the answer line the task asks for: ``#### 6``, ``Answer: C``).
 
 It prints, per set and frame, the accuracy over every sample, the share of samples
-with an answer the task can read, and the share that repeat the last example's
-answer (few-shot's copying), beside the share of questions whose answer that is.
+with an answer the task can read, and the answer given most often across all questions
+with its share of the samples (a model that answers every question alike is
+consistent, so it looks confident to SLM-MUX, without being right).
 
     pip install 'llama-cpp-python'
     python scripts/probe_base_frames.py [--model FILE.gguf] [--sets DIR] [--k 3]
@@ -22,6 +23,7 @@ answer (few-shot's copying), beside the share of questions whose answer that is.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,17 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     model = Llama(
         model_path=str(args.model), n_ctx=2048, n_threads=args.threads, seed=0, verbose=False
     )
-    print("| set | frame | accuracy | readable | repeats the last example's answer (right for) |")
-    print("|---|---|---:|---:|---:|")
+    print("| set | frame | accuracy | readable | most frequent answer (share of samples) |")
+    print("|---|---|---:|---:|---|")
     for name in ("wordprob", "facts"):
         typed = load_custom(str(args.sets / f"{name}-validation.jsonl"))
         task = get_task(typed[0][0])
         questions = [question for _, question in typed]
         shots, asked = questions[:SHOTS], questions[SHOTS : SHOTS + args.questions]
-        last_shot = task.canonical(shots[-1].reference)
-        chance = sum(task.canonical(q.reference) == last_shot for q in asked) / len(asked)
         for frame, prompt in frames(task, shots).items():
-            correct = readable = copied = 0
+            correct = readable = 0
+            given: Counter[str] = Counter()
             for question in asked:
                 for seed in range(args.k):
                     completion = model.create_completion(
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                     answer = task.extract(reply)
                     readable += answer is not None
                     correct += task.grade(answer, question.reference)
-                    copied += answer is not None and task.canonical(answer) == last_shot
+                    given.update([] if answer is None else [task.canonical(answer)])
             total = len(asked) * args.k
+            top, times = given.most_common(1)[0] if given else ("-", 0)
             print(
                 f"| {name} | {frame} | {correct / total:.3f} | {readable / total:.3f} "
-                f"| {copied / total:.3f} ({chance:.3f}) |"
+                f"| {top} ({times / total:.3f}) |"
             )
     return 0
 

@@ -228,6 +228,17 @@ def test_bundled_model_answers_in_format(model_dir: Path) -> None:
         ("12 + 7 = 8\n\nThis is the final answer.", "8"),
         ("The answer is 2.5 apples.", None),
         ("The answer is 3. #### 4", "4"),
+        # a second in-process run (2026-12-05, after the answer-format hint)
+        ("The result of 7 + 9 is 16.", "16"),
+        ("The result is 152.", "152"),
+        (
+            "27 * 9\n\nThe result of 27 * 9 is 249, which is the result of 9 multiplied by 27.",
+            "249",
+        ),
+        ("17", "17"),
+        ("10 * 8 - 27", None),
+        ("25.19\n\nThe answer is 25.19.", None),
+        ("The expression 25*4+23 is a classic example of a mathematical formula", None),
         # and behind llama.cpp's server (chatml, temperature 0.3)
         ("19 + 26 = 35", "35"),
         ("0*3+1 = 2.\n```", "2"),

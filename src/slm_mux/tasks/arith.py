@@ -41,7 +41,11 @@ ANSWER_FORMAT_HINT = (
 _EXPRESSION = re.compile(r"\d+(?:[+\-*]\d+)*")
 _STEP = re.compile(r"([+\-*])(\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
-_STATED = re.compile(r"answer is:?\s*\**([+-]?\d+)\b(?![.,]\d)", re.IGNORECASE)
+# "The answer is 8", "The result is 152.", "The result of 7 + 9 is 16." (an expression only
+# between "of" and "is", so a sentence that merely goes on is not read).
+_STATED = re.compile(
+    r"(?:answer|result)(?: of [\d\s+\-*]+)? is:?\s*\**([+-]?\d+)\b(?![.,]\d)", re.IGNORECASE
+)
 # A real model's spaced equation, ``12 + 7 = 8``: the bundled tiny models never put a
 # space before ``=`` (``47+38=85``), so their truncated scratchpads still read as no answer.
 _EQUATION = re.compile(r" =\s*\**([+-]?\d+)\b(?![.,]\d)")
@@ -165,9 +169,12 @@ class ArithTask(Task):
 
     def extract(self, text: str) -> str | None:
         """The integer after the last ``####`` (quotes and bold around it ignored); else,
-        what real instruction models write when they skip the format, the integer after a
-        last "the answer is", else after the last spaced ``=`` (``12 + 7 = 8``)."""
+        what real instruction models write when they skip the format: a reply that is
+        only an integer, the integer after a last "the answer is" or "the result (of
+        <expression>) is", else after the last spaced ``=`` (``12 + 7 = 8``)."""
         if "####" not in text:
+            if _INTEGER.fullmatch(text.strip()):
+                return text.strip()
             stated = _STATED.findall(text) or _EQUATION.findall(text)
             return stated[-1] if stated else None
         tail = text.rsplit("####", 1)[1].split()
