@@ -430,3 +430,21 @@ def test_the_python_api_refuses_an_empty_question_before_any_request(
         mux.ask(question)
     assert str(refused.value).startswith("the question is empty: ")
     assert backend.usage.completions == 0
+
+
+def test_a_reply_that_only_repeats_the_question_states_no_answer(tmp_path: Path) -> None:
+    # Gemma 3 270M base behind llama.cpp's chat template repeats the question (2026-12-05);
+    # its last number, read as an answer, was unanimous and won the vote.
+    asked = "Hana has 6 books. Fay has 3 more. How many books does Hana have now?"
+    echo = _member("echo", [asked, f"  {asked}", asked])
+    unsure = _member("unsure", ["#### 9", "#### 8", "#### 7"])
+    found = _ask([echo, unsure], asked)
+    assert (found.answer, found.model) == ("9", "unsure")
+    assert found.votes["echo"] == {}
+    question = Question("q", asked, "9")
+    with Store(tmp_path / "s.db") as store:
+        _collect([echo], store, [question])
+        assert [s.answer for s in store.samples()] == [None, None, None]
+    continued = f"{asked} Hana has 6 + 3 = 9 books."
+    assert get_task("gsm8k").answer(question, continued) == "9"
+    assert get_task("gsm8k").extract(asked) == "3"  # extract alone reads any text

@@ -374,7 +374,7 @@ class _Writer:
         def graded() -> list[Sample]:
             made = []
             for index, completion in batch:
-                answer = task.extract(completion.text)
+                answer = task.answer(question, completion.text)
                 made.append(
                     Sample(
                         model=self.member.name,

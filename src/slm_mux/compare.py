@@ -234,7 +234,7 @@ def _sampler(task: Task, members: Sequence[Member], health: ReplyHealth) -> Run:
         calls = [Call(m.name, "sample", task.messages(question), n=m.k) for m in members]
         replies, failures = await call_all(caller, calls)
         answers = {
-            member.name: [task.extract(text) for text in texts]
+            member.name: [task.answer(question, text) for text in texts]
             for member, texts in zip(members, replies, strict=True)
             if texts is not None
         }

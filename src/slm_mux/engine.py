@@ -106,7 +106,7 @@ async def sample_model(
             retryable=getattr(error, "retryable", True),
         )
     completions = [found[number] for number in numbers]
-    answers = [task.extract(c.text) for c in completions]
+    answers = [task.answer(question, c.text) for c in completions]
     return ModelSamples(member.name, completions, answers, responses=responses)
 
 
@@ -347,7 +347,7 @@ async def run(
             if step.startswith("verify/"):
                 continue
             for text in reversed(texts or []):
-                found = task.extract(text)
+                found = task.answer(question, text)
                 if final is not None and found is not None and task.equivalent(found, final):
                     return model, text
         return None, ""
@@ -395,7 +395,7 @@ async def _voted(
             return ModelSamples(
                 member.name, [], [None] * len(numbers), str(error), responses, retryable
             )
-        answers = [task.extract(c.text) for c in sent.completions]
+        answers = [task.answer(question, c.text) for c in sent.completions]
         return ModelSamples(member.name, sent.completions, answers, responses=sent.responses)
 
     sampled = await sample_rounds(

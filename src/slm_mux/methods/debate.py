@@ -85,7 +85,7 @@ async def debate(
                 conversations[i] = [*prompts[i], {"role": "assistant", "content": reply}]
         rounds.append(
             {
-                model: task.extract(reply)
+                model: task.answer(question, reply)
                 for model, reply in zip(models, previous, strict=True)
                 if reply is not None
             }

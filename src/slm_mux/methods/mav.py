@@ -125,7 +125,7 @@ async def mav(
     # max() keeps the first of equal fractions: ties go to the earliest candidate.
     best = max(ranked, key=lambda i: approvals[i] or 0.0, default=None)
     return MethodOutcome(
-        answer=None if best is None else task.extract(candidates[best]),
+        answer=None if best is None else task.answer(question, candidates[best]),
         detail={
             "approvals": approvals,
             "chosen": best,

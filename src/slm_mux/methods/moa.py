@@ -89,7 +89,7 @@ async def moa(
         failures += failed
         if number == 1:
             first = {
-                model: [task.extract(texts[0])] if texts is not None else []
+                model: [task.answer(question, texts[0])] if texts is not None else []
                 for model, texts in zip(models, replies, strict=True)
             }
         responses = [texts[0] for texts in replies if texts is not None]
@@ -101,7 +101,9 @@ async def moa(
     )
     failures += failed
     text = final[0][0] if final[0] is not None else None
-    return _outcome(None if text is None else task.extract(text), first, aggregator, failures)
+    return _outcome(
+        None if text is None else task.answer(question, text), first, aggregator, failures
+    )
 
 
 def _outcome(

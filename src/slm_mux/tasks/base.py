@@ -1,5 +1,8 @@
 """What a task is: a prompt builder, an answer extractor and a grader.
 
+Replies are read with :meth:`Task.answer` (the question at hand, then :meth:`Task.extract`);
+``extract`` alone reads a text that answers no question of ours (a harness's target).
+
 The grader also decides which answers are the *same vote*: :meth:`Task.cluster`
 groups answers that are equivalent under it (``\\frac{1}{2}``, ``1/2`` and
 ``0.5`` for math), and the selection rule counts votes per group.
@@ -64,6 +67,19 @@ class Task(ABC):
     @abstractmethod
     def extract(self, text: str) -> str | None:
         """The answer in a model's response, or ``None`` when there is none."""
+
+    def answer(self, question: Question, text: str) -> str | None:
+        """The answer in ``text``, a model's reply to ``question``: :meth:`extract` of the
+        reply, after a verbatim repeat of the question at its start.
+
+        A model that only repeats the question (a base model behind a chat template
+        does) states no answer, though the question's own numbers would read as one.
+        """
+        reply = text.lstrip()
+        asked = question.text.strip()
+        if asked and reply.startswith(asked):
+            reply = reply[len(asked) :]
+        return self.extract(reply)
 
     @abstractmethod
     def canonical(self, answer: str) -> str:
