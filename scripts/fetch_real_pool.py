@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -155,6 +156,14 @@ def listed_sha256(wheels: Path) -> str | None:
     return found.group(1) if found else None
 
 
+def sampling_keys(model: RealModel) -> list[str]:
+    """The entry lines both pools give ``model``: its stop strings and max_tokens, if any."""
+    lines = [f"    stop: {json.dumps(list(model.stop))}"] if model.stop else []
+    if model.max_tokens is not None:
+        lines.append(f"    max_tokens: {model.max_tokens}")
+    return lines
+
+
 def inprocess_pool(files: dict[str, Path]) -> str:
     """The pool file for the transformers backend (threads: the machine's cores)."""
     lines = [POOL_DEFAULTS, "models:"]
@@ -164,11 +173,8 @@ def inprocess_pool(files: dict[str, Path]) -> str:
             "    backend: transformers",
             f"    path: {files[model.name]}",
             "    dtype: float32",
+            *sampling_keys(model),
         ]
-        if model.stop:
-            lines.append(f"    stop: {list(model.stop)!r}".replace("'", '"'))
-        if model.max_tokens is not None:
-            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 
@@ -184,11 +190,8 @@ def llamacpp_pool() -> str:
             f"    model: {model.name}",
             "    max_concurrency: 4",
             *LLAMACPP_PINS,
+            *sampling_keys(model),
         ]
-        if model.stop:
-            lines.append(f"    stop: {list(model.stop)!r}".replace("'", '"'))
-        if model.max_tokens is not None:
-            lines.append(f"    max_tokens: {model.max_tokens}")
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,10 @@ import random
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from pydantic import BaseModel
+from tests.script_modules import load_script
 
 from slm_mux.tasks.arith import PROBLEM_TYPES, evaluate, random_expression, scratchpad
 
@@ -25,17 +25,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
-def _gen_docs() -> ModuleType:
-    """``scripts/gen_docs.py`` as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_docs", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN_DOCS = _gen_docs()
+GEN_DOCS = load_script("gen_docs")
 
 
 @pytest.mark.parametrize("path", list(GEN_DOCS.generated()), ids=lambda path: path.name)

@@ -3,28 +3,15 @@ the llama.cpp pool pins the server's samplers off and stops each model as in pro
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.script_modules import load_script
 
 from slm_mux.backends.openai.config import OpenAIConfig
 from slm_mux.backends.transformers_local import TransformersConfig
 from slm_mux.pool import load_pool
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "fetch_real_pool.py"
-
-
-def _fetch_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetch_real_pool", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("fetch_real_pool", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-FETCH = _fetch_script()
+FETCH = load_script("fetch_real_pool")
 
 
 def test_both_pool_files_load_and_sample_alike(tmp_path: Path) -> None:

@@ -173,8 +173,9 @@ class ArithTask(Task):
         only an integer, the integer after a last "the answer is" or "the result (of
         <expression>) is", else after the last spaced ``=`` (``12 + 7 = 8``)."""
         if "####" not in text:
-            if _INTEGER.fullmatch(text.strip()):
-                return text.strip()
+            bare = text.strip()
+            if _INTEGER.fullmatch(bare):
+                return bare
             stated = _STATED.findall(text) or _EQUATION.findall(text)
             return stated[-1] if stated else None
         tail = text.rsplit("####", 1)[1].split()

@@ -149,9 +149,13 @@ class OpenAIConfig(ModelBase):
         return self
 
     @model_validator(mode="after")
-    def _check_extra_body(self) -> OpenAIConfig:
+    def _check_stop(self) -> OpenAIConfig:
         if "" in self.stop:
             raise key_error("stop", f"model {self.name!r}: an empty stop string")
+        return self
+
+    @model_validator(mode="after")
+    def _check_extra_body(self) -> OpenAIConfig:
         for key, value in self.extra_body.items():
             if key in ("top_k", "min_p", "repeat_penalty", "stop"):
                 raise key_error(f"extra_body.{key}", f"model {self.name!r}: use the key {key}")
